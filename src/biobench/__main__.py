@@ -1,0 +1,5 @@
+import sys
+
+from biobench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache`.
+
+Each command is a thin function over the library; errors a user can fix print one clear
+message (no traceback) and exit 1; Ctrl-C exits 130 after saving what is finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import tyro
+
+from biobench.errors import BiobenchError
+
+logger = logging.getLogger("biobench")
+
+
+def run(config: tyro.conf.Positional[Path], dry_run: bool = False) -> int:
+    """Run every experiment of a config that is not already in its results database.
+
+    Args:
+        config: The TOML config file (see README: [[models]], [data], n_train, seeds, ...).
+        dry_run: Print what would run, and why the rest is skipped (done / no data / no code), then stop.
+    """
+    from biobench import config as config_mod
+    from biobench import runner
+
+    summary = runner.run(config_mod.load(config), dry_run=dry_run)
+    if summary.interrupted:
+        return 130
+    if summary.failed:
+        print(f"{summary.failed} experiment(s) failed:", file=sys.stderr)
+        for err in summary.errors:
+            print(f"  - {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report(
+    db: Path = Path("results/results.sqlite"),
+    format: Literal["table", "csv", "json", "html"] = "table",
+    out: Path | None = None,
+) -> int:
+    """Leaderboard with confidence intervals from a results database.
+
+    Args:
+        db: The results database (REPORT_TO/results.sqlite of a config).
+        format: table (seed-averaged leaderboard), csv or json (one row per experiment), html (static page).
+        out: Write here instead of standard output.
+    """
+    from biobench import report as report_mod
+
+    text = report_mod.render(report_mod.load(db), format)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text if text.endswith("\n") else text + "\n")
+        print(f"Wrote {out}", file=sys.stderr)
+    return 0
+
+
+def tasks() -> int:
+    """List the tasks biobench can run, with the methods they support."""
+    from biobench.tasks import TASKS, has_code
+
+    for name, task in sorted(TASKS.items()):
+        methods = ", ".join(m for m in ("cvml", "mllm") if has_code(name, m))
+        summary = (task.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<12} [{methods}]  {summary}")
+    return 0
+
+
+def models() -> int:
+    """List backbone orgs (ORG in ORG:CKPT) and the checkpoints each accepts."""
+    from biobench.backbones import backbone_class, list_vision_backbones
+
+    for org in list_vision_backbones():
+        doc = (backbone_class(org).__doc__ or "").strip().splitlines()
+        print(f"{org:<12} {doc[0] if doc else ''}")
+    print(
+        "\nExamples: open-clip:ViT-B-16/openai  open-clip:hf-hub:imageomics/bioclip  "
+        "timm:vit_base_patch14_reg4_dinov2.lvd142m  torchvision:resnet50/IMAGENET1K_V2  builtin:pixel-stats"
+    )
+    return 0
+
+
+def demo(out: Path = Path("biobench-demo")) -> int:
+    """Offline end-to-end run on generated data with weight-free backbones.
+
+    Args:
+        out: Directory for the generated data, cache, results.sqlite and report.html.
+    """
+    from biobench import demo as demo_mod
+
+    summary = demo_mod.demo(out)
+    return 130 if summary.interrupted else (1 if summary.failed else 0)
+
+
+def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_labels: bool = False) -> int:
+    """Write a small generated dataset in a task's real on-disk format.
+
+    Args:
+        task: Task name (see `biobench tasks`).
+        dir: Directory to write (created if needed).
+        seed: Seeds the images, ids and labels.
+        shuffle_labels: Permute labels so that no image carries its label's signal (a chance-level control).
+    """
+    from biobench.tasks import get_task
+
+    get_task(task).make_fixture(dir, seed=seed, shuffle_labels=shuffle_labels)
+    print(f"Wrote a generated {task} dataset to {dir}")
+    return 0
+
+
+def download(task: tyro.conf.Positional[str], dir: Path) -> int:
+    """Download a task's dataset, verify its checksums and lay it out as the task expects.
+
+    Args:
+        task: Task name (see `biobench tasks`).
+        dir: Directory to download into; the path to give under [data] in a config.
+    """
+    from biobench.tasks import get_task
+
+    module = get_task(task)
+    if not hasattr(module, "download"):
+        raise BiobenchError(f"biobench cannot download {task} yet; see the task's documentation for where to get it.")
+    module.download(dir)
+    print(f"Downloaded {task} to {dir}. Use it with:\n\n[data]\n{task} = \"{dir}\"")
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheLs:
+    """List cached features: model, dataset, images, dimension, size on disk."""
+
+    cache_dir: Path | None = None
+    """Cache root (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheRm:
+    """Delete cached features of one model (and/or dataset), or all of them."""
+
+    cache_dir: Path | None = None
+    """Cache root (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
+    model: str | None = None
+    """ORG:CKPT whose features to delete."""
+    dataset: str | None = None
+    """Dataset (task) whose features to delete."""
+    all: bool = False
+    """Delete every cached feature."""
+
+
+def cache(cmd: Union[Annotated[CacheLs, tyro.conf.subcommand("ls")], Annotated[CacheRm, tyro.conf.subcommand("rm")]]) -> int:
+    """Inspect or clear the feature cache."""
+    from biobench.cache import FeatureCache
+
+    store = FeatureCache(cmd.cache_dir)
+    if isinstance(cmd, CacheLs):
+        entries = store.entries()
+        if not entries:
+            print(f"No cached features in {store.root}.")
+            return 0
+        rows = [("model", "dataset", "images", "dim", "size")] + [
+            (e.model, e.dataset, f"{e.n_images:,}", str(e.dim), _human_bytes(e.bytes)) for e in entries
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        print(f"\n{store.root}: {_human_bytes(sum(e.bytes for e in entries))} in all")
+        return 0
+    if not (cmd.all or cmd.model or cmd.dataset):
+        raise BiobenchError("Say what to delete: --model ORG:CKPT, --dataset TASK, or --all.")
+    freed = store.remove(model=cmd.model, dataset=cmd.dataset)
+    print(f"Freed {_human_bytes(freed)} from {store.root}.")
+    return 0
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+COMMANDS = {
+    "run": run,
+    "report": report,
+    "tasks": tasks,
+    "models": models,
+    "demo": demo,
+    "fixture": fixture,
+    "download": download,
+    "cache": cache,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    for noisy in ("PIL", "urllib3", "httpx", "huggingface_hub", "timm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        rc = tyro.extras.subcommand_cli_from_dict(
+            COMMANDS,
+            prog="biobench",
+            description="Which frozen vision model works best on your biology images, and how sure are we?",
+            args=argv,
+            config=(tyro.conf.OmitSubcommandPrefixes, tyro.conf.OmitArgPrefixes),
+        )
+    except BiobenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

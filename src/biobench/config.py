@@ -1,0 +1,357 @@
+"""Run configuration: TOML in, a validated grid of experiments out.
+
+```toml
+report_to = "results"            # results database at results/results.sqlite
+n_train = [4, 16, -1]            # every list-valued top-level key is a grid axis
+seeds = [0, 1, 2]
+
+[[models]]
+org = "open-clip"
+ckpt = "ViT-B-16/openai"
+
+[[models]]
+org = "builtin"
+ckpt = "pixel-stats"
+
+[data]                           # task name -> dataset directory; absent or "" = skip
+newt = "/data/newt"
+
+[newt]                           # task options
+include_clusters = ["appearance"]
+```
+
+Relative paths are resolved against the config file's directory, so a config means the
+same thing wherever it is launched from. Every mistake (malformed TOML, unknown key,
+wrong type, missing dataset directory) is a `ConfigError` naming the file, the key and,
+where it can be found, the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from biobench.errors import ConfigError
+
+Method = Literal["cvml", "mllm"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A model to evaluate, `[[models]]` in a config."""
+
+    org: str
+    """Backbone org (`biobench models` lists them: open-clip, timm, torchvision, builtin, ...), or the API provider for method = "mllm"."""
+    ckpt: str
+    """Checkpoint within the org, e.g. "ViT-B-16/openai", "hf-hub:imageomics/bioclip", "vit_base_patch14_reg4_dinov2.lvd142m", "pixel-stats"."""
+    method: Method = "cvml"
+    """"cvml": frozen image features + a probe; "mllm": a multimodal LLM prompted through an API."""
+    pretrained: bool = True
+    """Load pretrained weights; false builds a seeded random initialisation (baselines, offline tests)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.org}:{self.ckpt}"
+
+    @classmethod
+    def parse(cls, spec: str, **kwargs) -> Model:
+        """`ORG:CKPT` -> Model (the checkpoint may itself contain ':', as in `open-clip:hf-hub:org/repo`)."""
+        org, sep, ckpt = spec.partition(":")
+        if not sep or not org or not ckpt:
+            raise ConfigError(f"Model '{spec}' is not of the form ORG:CKPT, e.g. open-clip:ViT-B-16/openai.")
+        return cls(org, ckpt, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One point of the grid: a model, a training-set size and a seed (run on every task with data)."""
+
+    model: Model
+    n_train: int = -1
+    """Training examples per task (-1 = all); what it counts is each task's to say (NeWT: images per binary task)."""
+    seed: int = 0
+    """Seeds training-set sampling, hyper-parameter search and the bootstrap."""
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Run-wide settings: top-level scalar keys of a config file."""
+
+    report_to: Path = Path("results")
+    """Results directory; the database is REPORT_TO/results.sqlite."""
+    cache_dir: Path | None = None
+    """Feature cache; default $BIOBENCH_CACHE, else ~/.cache/biobench."""
+    device: Literal["cpu", "cuda", "mps"] | None = None
+    """Where backbones run; default cuda if available, else cpu."""
+    batch_size: int = 256
+    """Images per forward pass (halved automatically on out-of-memory)."""
+    n_workers: int = dataclasses.field(default_factory=_default_workers)
+    """DataLoader processes decoding images (0 = in the main process)."""
+    n_jobs: int = dataclasses.field(default_factory=_default_workers)
+    """Processes fitting probes in parallel (e.g. NeWT's 164 SVMs)."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples per confidence interval."""
+    cache_keys: Literal["stat", "content"] = "stat"
+    """How the cache recognises an image: "stat" (path, size, mtime) or "content" (hash of its bytes; survives moves, costs a read)."""
+    plugins: tuple[str, ...] = ()
+    """Modules or .py files to import before running, e.g. to register your own backbones."""
+
+    def resolved_device(self) -> str:
+        if self.device is not None:
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_cache_dir(self) -> Path:
+        from biobench.cache import default_cache_dir
+
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
+
+    @property
+    def db_path(self) -> Path:
+        return self.report_to / "results.sqlite"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run: the experiment grid, the datasets, task options and settings."""
+
+    experiments: tuple[Experiment, ...]
+    data: Mapping[str, Path]
+    """Task name -> dataset directory, for tasks to run."""
+    task_options: Mapping[str, Mapping[str, object]]
+    """Task name -> options from its table (validated against the task's Config)."""
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    source: Path | None = None
+    """The file this came from, for messages."""
+
+    def task_config(self, name: str):
+        """The task's frozen Config for this run (data dir + options)."""
+        from biobench.tasks import get_task
+
+        task = get_task(name)
+        return task.Config(data=self.data[name], **self.task_options.get(name, {}))
+
+
+GRID_AXES = {"n_train": "n_train", "seeds": "seed", "seed": "seed"}
+"""Top-level keys that may hold lists (grid axes) -> Experiment field."""
+
+
+def load(path: Path | str) -> Config:
+    """Read, validate and expand a TOML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"Cannot read config file {path}: {err}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    return from_dict(raw, source=path, text=text)
+
+
+def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: str = "") -> Config:
+    """Validate and expand an already-parsed config (as `load` does for a file)."""
+    from biobench.tasks import TASKS
+
+    where = _Where(source, text)
+    raw = dict(raw)
+    base = source.parent.resolve() if source is not None else Path.cwd()
+
+    models_raw = raw.pop("models", None)
+    if not isinstance(models_raw, list) or not models_raw or not all(isinstance(m, dict) for m in models_raw):
+        raise ConfigError(f"{where.file}: needs at least one [[models]] table with org and ckpt.")
+    models = [_build(Model, m, where, f"models[{i}]", base) for i, m in enumerate(models_raw)]
+
+    data_raw = raw.pop("data", {})
+    if not isinstance(data_raw, dict):
+        raise ConfigError(f"{where.at('data')}: 'data' must be a table mapping task name to dataset directory.")
+    data: dict[str, Path] = {}
+    for task, value in data_raw.items():
+        if task not in TASKS:
+            raise ConfigError(f"{where.at(task, 'data')}: [data] names unknown task '{task}'{_suggest(task, TASKS)}. Known tasks: {', '.join(sorted(TASKS))}.")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where.at(task, 'data')}: [data] {task} must be a directory path string, got {value!r}.")
+        if not value:
+            continue
+        d = _resolve(value, base)
+        if not d.is_dir():
+            raise ConfigError(
+                f"{where.at(task, 'data')}: [data] {task} = '{value}': directory {d} does not exist. "
+                f"Download the dataset with `biobench download {task} --dir {d}`, or write a small generated copy "
+                f"with `biobench fixture {task} --dir {d}`."
+            )
+        data[task] = d
+
+    task_options: dict[str, dict[str, object]] = {}
+    for name in [k for k in raw if k in TASKS]:
+        table = raw.pop(name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where.at(name)}: '{name}' must be a table of task options, [{name}].")
+        task_cfg = TASKS[name].Config
+        fields = {f.name: f for f in dataclasses.fields(task_cfg) if f.name != "data"}
+        hints = typing.get_type_hints(task_cfg)
+        opts = {}
+        for key, value in table.items():
+            if key not in fields:
+                raise ConfigError(f"{where.at(key, name)}: unknown option [{name}] {key}{_suggest(key, fields)}. Options: {', '.join(fields)}.")
+            opts[key] = _coerce(value, hints[key], where.at(key, name), f"[{name}] {key}", base)
+        task_options[name] = opts
+
+    axes: dict[str, list] = {}
+    for key in [k for k in raw if k in GRID_AXES]:
+        value = raw.pop(key)
+        field = GRID_AXES[key]
+        if field in axes:
+            raise ConfigError(f"{where.at(key)}: give either 'seed' or 'seeds', not both.")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigError(f"{where.at(key)}: '{key}' is an empty list; give at least one value.")
+        checked = [_coerce(v, int, where.at(key), key, base) for v in values]
+        if field == "n_train" and any(v == 0 or v < -1 for v in checked):
+            raise ConfigError(f"{where.at(key)}: n_train values must be positive, or -1 for all; got {values}.")
+        axes[field] = checked
+
+    settings_fields = {f.name: f for f in dataclasses.fields(Settings)}
+    hints = typing.get_type_hints(Settings)
+    settings_kwargs = {}
+    for key, value in raw.items():
+        if key not in settings_fields:
+            known = sorted([*settings_fields, *GRID_AXES, "models", "data", *TASKS])
+            raise ConfigError(f"{where.at(key)}: unknown key '{key}'{_suggest(key, known)}. Known keys: {', '.join(known)}.")
+        if isinstance(value, list) and typing.get_origin(hints[key]) is not tuple:
+            raise ConfigError(f"{where.at(key)}: '{key}' is a run-wide setting and cannot be a list (grid axes: n_train, seeds).")
+        settings_kwargs[key] = _coerce(value, hints[key], where.at(key), key, base)
+    settings = Settings(**settings_kwargs)
+    for key in ("batch_size", "n_jobs", "n_bootstrap"):
+        if getattr(settings, key) < 1:
+            raise ConfigError(f"{where.at(key)}: '{key}' must be at least 1.")
+    if settings.n_workers < 0:
+        raise ConfigError(f"{where.at('n_workers')}: 'n_workers' must be 0 or more.")
+    if "report_to" not in settings_kwargs:
+        settings = dataclasses.replace(settings, report_to=base / settings.report_to)
+
+    names = list(axes)
+    experiments = tuple(
+        Experiment(model=m, **dict(zip(names, combo)))
+        for m in models
+        for combo in itertools.product(*(axes[n] for n in names))
+    )
+    return Config(experiments, data, task_options, settings, source)
+
+
+def _build(cls, table: Mapping[str, object], where: _Where, name: str, base: Path):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where.at(key, 'models')}: unknown key '{key}' in [[models]]{_suggest(key, fields)}. Keys: {', '.join(fields)}."
+            )
+        kwargs[key] = _coerce(value, hints[key], where.at(key, "models"), f"{name}.{key}", base)
+    missing = [f.name for f in fields.values() if f.default is dataclasses.MISSING and f.name not in kwargs]
+    if missing:
+        raise ConfigError(f"{where.file}: {name} lacks required key(s) {', '.join(missing)}.")
+    return cls(**kwargs)
+
+
+def _coerce(value, typ, where: str, key: str, base: Path):
+    """Check `value` against the annotation `typ`, converting paths and lists; ConfigError otherwise."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where, key, base)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: '{key}' must be one of {', '.join(map(repr, args))}; got {value!r}.")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: '{key}' must be a list; got {value!r}.")
+        return tuple(_coerce(v, args[0], where, key, base) for v in value)
+    if typ is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a path string; got {value!r}.")
+        return _resolve(value, base)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false; got {value!r}.")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: '{key}' must be an integer; got {value!r}.")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a number; got {value!r}.")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a string; got {value!r}.")
+        return value
+    raise TypeError(f"config cannot check values of type {typ!r}")  # a field type this module does not know
+
+
+def _resolve(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _Where:
+    """Locates keys in the config text, so messages can say `file:line`."""
+
+    def __init__(self, source: Path | None, text: str):
+        self.file = str(source) if source is not None else "<config>"
+        self.lines = text.splitlines()
+
+    def at(self, key: str, table: str | None = None) -> str:
+        line = self._line(key, table)
+        return f"{self.file}:{line}" if line else self.file
+
+    def _line(self, key: str, table: str | None) -> int | None:
+        pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*$")
+        current = None
+        for i, line in enumerate(self.lines, 1):
+            m = header.match(line)
+            if m:
+                current = m.group(1)
+                continue
+            if pattern.match(line) and current == table:
+                return i
+        if table is not None:
+            for i, line in enumerate(self.lines, 1):
+                m = header.match(line)
+                if m and m.group(1) == key:
+                    return i
+        return None

@@ -1,0 +1,241 @@
+"""The one feature-extraction path every task uses: images -> batches -> backbone -> cached vectors.
+
+`get_features` looks every image up in the `FeatureCache` first and runs the backbone
+only on the misses, so a second request for the same images (another n_train, another
+seed, another task over the same files) performs zero forward passes. Extraction runs
+under `torch.inference_mode`, with bf16/fp16 autocast on CUDA, a DataLoader with worker
+processes, and halves the batch when the accelerator runs out of memory. Partial results
+are checkpointed into the cache, so a crash or Ctrl-C loses little.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from biobench.backbones.base import VisionBackbone, fingerprint
+from biobench.cache import FeatureCache
+from biobench.errors import DataError
+from biobench.images import ImageSet, KeyMode, load_rgb
+from biobench.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedSettings:
+    """How to run extraction."""
+
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:1, mps."""
+    batch_size: int = 256
+    """Images per forward pass (halved automatically on out-of-memory)."""
+    n_workers: int = 4
+    """DataLoader worker processes decoding images; 0 decodes in the main process."""
+    key_mode: KeyMode = "stat"
+    """How images are identified in the cache: 'stat' (path, size, mtime) or 'content' (hash of bytes)."""
+    checkpoint_every: int = 20_000
+    """Write finished features to the cache every this many images, so a crash loses little."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedResult:
+    """Features of an image set (row i = image i) and how they were obtained."""
+
+    features: Float[np.ndarray, "n dim"]
+    n_cached: int
+    """Images served from the cache."""
+    n_embedded: int
+    """Images run through the backbone."""
+    seconds: float
+    image_set_fingerprint: str
+    backbone_fingerprint: str
+
+
+def backbone_fingerprint(backbone: VisionBackbone) -> str:
+    """Fingerprint of a backbone, computed once per instance (hashing weights is not free)."""
+    fp = getattr(backbone, "_biobench_fingerprint", None)
+    if fp is None:
+        fp = fingerprint(backbone)
+        backbone._biobench_fingerprint = fp
+    return fp
+
+
+def get_features(
+    backbone: VisionBackbone, images: ImageSet, cache: FeatureCache, settings: EmbedSettings = EmbedSettings()
+) -> EmbedResult:
+    """Features for every image in `images`, from the cache where possible."""
+    start = time.perf_counter()
+    keys = images.keys(settings.key_mode)
+    set_fp = images.fingerprint(keys)
+    # Autocast changes the numbers, so features from different precisions never mix.
+    fp = _digest(backbone_fingerprint(backbone), precision_label(torch.device(settings.device)))
+    cached, found = cache.lookup(fp, keys)
+    missing = np.flatnonzero(~found)
+    if len(missing) == 0:
+        assert cached is not None or len(images) == 0
+        feats = cached if cached is not None else np.zeros((0, 0), dtype=np.float32)
+        logger.info("%s on %s: all %d images cached.", backbone.name, images.name, len(images))
+        return EmbedResult(feats, len(images), 0, time.perf_counter() - start, set_fp, fp)
+
+    logger.info(
+        "%s on %s: %d images cached, embedding %d.", backbone.name, images.name, len(images) - len(missing), len(missing)
+    )
+
+    def checkpoint(rows: np.ndarray, feats: np.ndarray) -> None:
+        cache.put(
+            fp,
+            keys[rows],
+            feats,
+            dataset=images.name,
+            backbone_info={"name": backbone.name, "org": backbone.org, "ckpt": backbone.ckpt},
+            extra={"image_set_fingerprint": set_fp, "key_mode": settings.key_mode},
+        )
+
+    new = _extract(backbone, images, missing, settings, checkpoint)
+    if cached is None:
+        out = np.empty((len(images), new.shape[1]), dtype=np.float32)
+    else:
+        out = np.array(cached, dtype=np.float32)  # copy: the lookup may be a read-only map
+    out[missing] = new
+    return EmbedResult(out, len(images) - len(missing), len(missing), time.perf_counter() - start, set_fp, fp)
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Decodes and transforms images; failures come back as messages, not exceptions,
+    so that the main process can raise a clean error naming the file."""
+
+    def __init__(self, images: ImageSet, rows: np.ndarray, transform: Callable):
+        self.images = images
+        self.rows = rows
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        path = self.images.paths[row]
+        try:
+            return i, self.transform(load_rgb(path, self.images.crop(row))), None
+        except DataError as err:
+            return i, None, str(err)
+        except Exception as err:  # a transform that chokes on this image
+            return i, None, f"Cannot preprocess image {path}: {type(err).__name__}: {err}"
+
+
+def _collate(batch):
+    errors = [err for _, _, err in batch if err is not None]
+    if errors:
+        return None, None, errors
+    idx = torch.tensor([i for i, _, _ in batch])
+    return idx, torch.stack([x for _, x, _ in batch]), []
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C is the main process's to handle; workers just die with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _extract(
+    backbone: VisionBackbone,
+    images: ImageSet,
+    rows: np.ndarray,
+    settings: EmbedSettings,
+    checkpoint: Callable[[np.ndarray, np.ndarray], None],
+) -> Float[np.ndarray, "n dim"]:
+    device = torch.device(settings.device)
+    dataset = _ImageDataset(images, rows, backbone.make_img_transform())
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=False,
+        num_workers=settings.n_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_ignore_sigint if settings.n_workers > 0 else None,
+    )
+    encoder = _BackoffEncoder(backbone, device, settings.batch_size)
+    out: np.ndarray | None = None
+    flushed = 0  # rows of `out` already written to the cache
+    with Progress(len(rows), f"embed {images.name} with {backbone.name}", "images") as bar:
+        for idx, x, errors in loader:
+            if errors:
+                more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
+                raise DataError(errors[0] + more)
+            feats = encoder(x)
+            if out is None:
+                out = np.empty((len(rows), feats.shape[1]), dtype=np.float32)
+            out[idx.numpy()] = feats
+            done = int(idx[-1]) + 1
+            if done - flushed >= settings.checkpoint_every and done < len(rows):
+                checkpoint(rows[flushed:done], out[flushed:done])
+                flushed = done
+            bar.update(len(idx))
+    assert out is not None
+    if flushed < len(rows):
+        checkpoint(rows[flushed:], out[flushed:])
+    return out
+
+
+class _BackoffEncoder:
+    """Runs `img_encode` in micro-batches, halving their size whenever the device runs out of memory."""
+
+    def __init__(self, backbone: VisionBackbone, device: torch.device, batch_size: int):
+        self.backbone = backbone
+        self.device = device
+        self.micro = batch_size
+        self.autocast = _autocast_dtype(device)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        x = x.to(self.device, non_blocking=True)
+        parts = []
+        start = 0
+        while start < len(x):
+            size = min(self.micro, len(x) - start)
+            try:
+                parts.append(self._encode(x[start : start + size]))
+                start += size
+            except OutOfMemoryError:
+                if size == 1:
+                    raise
+                self.micro = max(1, size // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                logger.warning("Out of memory at batch size %d; continuing with %d.", size, self.micro)
+        return np.concatenate(parts)
+
+    def _encode(self, x: torch.Tensor) -> np.ndarray:
+        if self.autocast is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                feats = self.backbone.img_encode(x).img_features
+        else:
+            feats = self.backbone.img_encode(x).img_features
+        return feats.float().cpu().numpy()
+
+
+def precision_label(device: torch.device) -> str:
+    """How features are computed on `device`: 'fp32', or 'bf16-autocast' / 'fp16-autocast' on CUDA."""
+    dtype = _autocast_dtype(device)
+    return "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')}-autocast"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

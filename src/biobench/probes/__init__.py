@@ -1,0 +1,1 @@
+"""Classifiers fit on frozen features. Each is a pure function of arrays."""

@@ -1,0 +1,162 @@
+"""Leaderboards from the results store: text table, CSV, JSON and a static HTML page.
+
+- `json`: one object per experiment with exactly the keys `task, model, method, n_train,
+  seed, score, ci_low, ci_high, n_test` (`model` is `ORG:CKPT`, `task` the registry name).
+- `csv`: one row per experiment with those columns plus provenance-free details
+  (n_train_actual, protocol, metric, seconds per stage, time).
+- `table` / `html`: one row per (task, n_train, model, method), seeds averaged, ranked
+  by score within each (task, n_train); the CI columns average the per-seed bootstrap
+  bounds and `sd` is the spread across seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from biobench.errors import BiobenchError
+from biobench.store import Store
+
+JSON_KEYS = ("task", "model", "method", "n_train", "seed", "score", "ci_low", "ci_high", "n_test")
+CSV_KEYS = (
+    "task", "model", "method", "n_train", "n_train_actual", "seed", "protocol", "metric", "score", "ci_low",
+    "ci_high", "n_test", "seconds_embed", "seconds_fit", "seconds_score", "posix_time",
+)  # fmt: skip
+
+
+def load(db: Path | str) -> list[dict]:
+    """Every experiment row of the database at `db`, with `model` = ORG:CKPT."""
+    db = Path(db)
+    if not db.is_file():
+        raise BiobenchError(f"No results database at {db}. Run `biobench run CONFIG.toml` first, or pass --db.")
+    with Store(db) as store:
+        rows = store.rows()
+    for r in rows:
+        r["model"] = f"{r['model_org']}:{r['model_ckpt']}"
+    return rows
+
+
+def to_json(rows: Sequence[dict]) -> str:
+    return json.dumps([{k: r[k] for k in JSON_KEYS} for r in rows], indent=2)
+
+
+def to_csv(rows: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_KEYS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def leaderboard(rows: Sequence[dict]) -> list[dict]:
+    """Seed-averaged rows, ranked by score within each (task, n_train)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["n_train"], r["model"], r["method"], r["protocol"]), []).append(r)
+    out = []
+    for (task, n_train, model, method, proto), rs in groups.items():
+        scores = [r["score"] for r in rs]
+        lows = [r["ci_low"] for r in rs if r["ci_low"] is not None]
+        highs = [r["ci_high"] for r in rs if r["ci_high"] is not None]
+        out.append({
+            "task": task,
+            "n_train": n_train,
+            "model": model,
+            "method": method,
+            "protocol": proto,
+            "metric": rs[0]["metric"],
+            "score": statistics.fmean(scores),
+            "ci_low": statistics.fmean(lows) if lows else None,
+            "ci_high": statistics.fmean(highs) if highs else None,
+            "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "n_seeds": len(rs),
+            "n_test": rs[0]["n_test"],
+        })
+    # -1 (all) sorts after every explicit size
+    out.sort(key=lambda r: (r["task"], r["n_train"] < 0, r["n_train"], -r["score"], r["model"]))
+    rank, prev = 0, None
+    for r in out:
+        group = (r["task"], r["n_train"], r["protocol"])
+        rank = rank + 1 if group == prev else 1
+        prev = group
+        r["rank"] = rank
+    return out
+
+
+def _fmt_n(n: int) -> str:
+    return "all" if n < 0 else str(n)
+
+
+def _fmt_ci(r: dict) -> str:
+    return "" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
+TABLE_COLUMNS = ("task", "n_train", "rank", "model", "method", "metric", "score", "95% CI", "sd", "seeds", "n_test")
+
+
+def _cells(r: dict) -> list[str]:
+    return [
+        r["task"], _fmt_n(r["n_train"]), str(r["rank"]), r["model"], r["method"], r["metric"],
+        f"{r['score']:.3f}", _fmt_ci(r), f"{r['sd']:.3f}", str(r["n_seeds"]), str(r["n_test"]),
+    ]  # fmt: skip
+
+
+def to_table(rows: Sequence[dict]) -> str:
+    board = leaderboard(rows)
+    if not board:
+        return "No results yet."
+    body = [_cells(r) for r in board]
+    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(TABLE_COLUMNS)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(TABLE_COLUMNS, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in body]
+    return "\n".join(lines)
+
+
+def to_html(rows: Sequence[dict], title: str = "biobench leaderboard") -> str:
+    board = leaderboard(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_COLUMNS)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in board
+    )
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #001219; }}
+table {{ border-collapse: collapse; }}
+th, td {{ padding: 0.3rem 0.8rem; border-bottom: 1px solid #ccc; text-align: left; }}
+th {{ background: #005f73; color: white; }}
+tr:nth-child(even) td {{ background: #f4f1e8; }}
+</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{len(rows)} experiments; scores averaged over seeds, 95% bootstrap intervals averaged over seeds; generated {html.escape(stamp)}.</p>
+<table>
+<thead><tr>{head}</tr></thead>
+<tbody>
+{body}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+FORMATS = {"table": to_table, "csv": to_csv, "json": to_json, "html": to_html}
+
+
+def render(rows: Sequence[dict], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise BiobenchError(f"Unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+    return FORMATS[fmt](rows)

@@ -1,0 +1,293 @@
+"""The launcher: plan the grid, skip what is stored, run the rest, write each result as it lands.
+
+Data flows one way: config -> plan -> (per model, per task) features via the cache ->
+probe per (n_train, seed) -> store. Work is grouped so each backbone is loaded once and
+each task's images are embedded (or read from the cache) once for all its n_train and
+seed values. Only this process writes the database, one transaction per experiment, so
+Ctrl-C or a crash never leaves half an experiment; the next run does only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import logging
+import sys
+import traceback
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal, TextIO
+
+from biobench import provenance
+from biobench.backbones import load_vision_backbone
+from biobench.cache import FeatureCache
+from biobench.config import Config, Experiment, Model, Settings
+from biobench.embed import EmbedSettings, get_features
+from biobench.errors import BiobenchError, ConfigError
+from biobench.store import ExperimentKey, Report, Store
+from biobench.tasks import TASKS, EvalContext, get_task, has_code, protocol
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["run", "done", "no data", "no code", "claimed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """One (task, experiment) of the grid and what the launcher will do with it."""
+
+    task: str
+    experiment: Experiment
+    key: ExperimentKey
+    status: Status
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a run did."""
+
+    done: int = 0
+    """Already in the store before this run."""
+    run: int = 0
+    """Run and stored now."""
+    failed: int = 0
+    skipped: int = 0
+    """No data, no code, or claimed by another run."""
+    interrupted: bool = False
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    def line(self) -> str:
+        text = f"{self.done} done, {self.run} run"
+        if self.failed:
+            text += f", {self.failed} failed"
+        if self.skipped:
+            text += f", {self.skipped} skipped"
+        if self.interrupted:
+            text += " (interrupted: rerun the same command to finish)"
+        return text
+
+
+def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
+    """Every (task, experiment) pair with its status; nothing is run."""
+    done = store.done_keys() if store is not None else set()
+    out = []
+    for exp in cfg.experiments:
+        for name in sorted(TASKS):
+            task = TASKS[name]
+            proto = protocol(task, cfg.task_config(name)) if name in cfg.data else f"{name}/v{task.VERSION}"
+            m = exp.model
+            key = ExperimentKey(name, m.org, m.ckpt, m.method, exp.n_train, exp.seed, proto)
+            if name not in cfg.data:
+                status: Status = "no data"
+            elif not has_code(name, m.method):
+                status = "no code"
+            elif key in done:
+                status = "done"
+            else:
+                status = "run"
+            out.append(Planned(name, exp, key, status))
+    return out
+
+
+def load_plugins(plugins: Sequence[str], base: Path) -> None:
+    """Import each plugin (module name or .py file, relative to `base`) so it can register backbones."""
+    for plugin in plugins:
+        try:
+            if plugin.endswith(".py"):
+                path = Path(plugin) if Path(plugin).is_absolute() else base / plugin
+                name = f"biobench_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+                spec = importlib.util.spec_from_file_location(name, path)
+                if spec is None or spec.loader is None or not path.is_file():
+                    raise ConfigError(f"Plugin file {path} not found.")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(plugin)
+        except BiobenchError:
+            raise
+        except Exception as err:
+            raise ConfigError(f"Cannot import plugin '{plugin}': {type(err).__name__}: {err}") from err
+
+
+def execute(
+    model: Model,
+    task_name: str,
+    experiments: Sequence[Experiment],
+    cfg: Config,
+    keys: Sequence[ExperimentKey],
+    *,
+    backbone=None,
+) -> Iterator[Report]:
+    """Evaluate `model` on one task for several (n_train, seed): embed once, probe per experiment.
+
+    Yields one Report per experiment, as soon as it is ready; raises on errors that
+    affect the whole group (data, model).
+    """
+    s = cfg.settings
+    device = s.resolved_device()
+    task = get_task(task_name)
+    task_cfg = cfg.task_config(task_name)
+    images = task.image_set(task_cfg)
+    if backbone is None:
+        backbone = load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
+    embed_settings = EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys)
+    emb = get_features(backbone, images, FeatureCache(s.resolved_cache_dir()), embed_settings)
+    data_fp = _data_fingerprint(emb.image_set_fingerprint, images)
+    seconds_embed = emb.seconds
+    for exp, key in zip(experiments, keys, strict=True):
+        ctx = EvalContext(n_train=exp.n_train, seed=exp.seed, n_bootstrap=s.n_bootstrap, n_jobs=s.n_jobs)
+        result = task.evaluate(task_cfg, images, emb.features, ctx)
+        yield Report(
+            key=key,
+            n_train_actual=result.n_train_actual,
+            metric=result.metric,
+            score=result.score,
+            ci_low=result.ci_low,
+            ci_high=result.ci_high,
+            example_ids=result.example_ids,
+            example_scores=result.example_scores,
+            example_info=result.example_info,
+            sub_scores=result.sub_scores,
+            config={
+                "experiment": dataclasses.asdict(exp),
+                "task": dataclasses.asdict(task_cfg),
+                "settings": {**dataclasses.asdict(s), "device": device},
+                "embedding": {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded},
+            },
+            provenance=provenance.provenance(device),
+            data_fingerprint=data_fp,
+            backbone_fingerprint=emb.backbone_fingerprint,
+            seconds_embed=seconds_embed,
+            seconds_fit=result.seconds_fit,
+            seconds_score=result.seconds_score,
+        )
+        seconds_embed = 0.0  # later experiments reuse the features in memory
+
+
+def _data_fingerprint(image_set_fp: str, images) -> str:
+    h = hashlib.sha256(image_set_fp.encode())
+    if images.table is not None:
+        h.update(images.table.write_csv().encode())
+    return h.hexdigest()
+
+
+def run(cfg: Config, *, dry_run: bool = False, out: TextIO | None = None) -> Summary:
+    """Run every planned experiment that is not stored yet; returns what happened."""
+    out = out or sys.stdout
+    base = cfg.source.parent.resolve() if cfg.source is not None else Path.cwd()
+    load_plugins(cfg.settings.plugins, base)
+    _check_device(cfg.settings)
+    summary = Summary()
+    with Store(cfg.settings.db_path) as store:
+        planned = plan(cfg, store)
+        summary.done = sum(p.status == "done" for p in planned)
+        todo = [p for p in planned if p.status == "run"]
+        if dry_run:
+            print_plan(planned, out)
+            summary.skipped = sum(p.status in ("no data", "no code") for p in planned)
+            print(f"dry run: {len(todo)} would run, {summary.done} done, {summary.skipped} skipped", file=out)
+            return summary
+
+        run_id = uuid.uuid4().hex
+        claimed, others = store.claim([p.key for p in todo], run_id)
+        for key in others:
+            logger.warning("Skipping %s: another run is working on it.", key.describe())
+        mine = set(claimed)
+        todo = [p for p in todo if p.key in mine]
+        summary.skipped = len(planned) - summary.done - len(todo)
+        logger.info("%d to run, %d already done, %d skipped.", len(todo), summary.done, summary.skipped)
+        try:
+            _run_all(todo, cfg, store, run_id, summary)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            logger.warning("Interrupted; every finished experiment is stored.")
+        finally:
+            with contextlib.suppress(Exception):
+                store.release(run_id)
+    print(summary.line(), file=out)
+    return summary
+
+
+def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summary: Summary) -> None:
+    by_model: dict[Model, dict[str, list[Planned]]] = {}
+    for p in todo:
+        by_model.setdefault(p.experiment.model, {}).setdefault(p.task, []).append(p)
+    for model, by_task in by_model.items():
+        backbone = None
+        groups = list(by_task.items())
+        for i, (task_name, items) in enumerate(groups):
+            remaining = len(items)
+            try:
+                if backbone is None:
+                    device = cfg.settings.resolved_device()
+                    backbone = load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
+                for report in execute(
+                    model, task_name, [p.experiment for p in items], cfg, [p.key for p in items], backbone=backbone
+                ):
+                    store.write(report)
+                    store.heartbeat(run_id)
+                    remaining -= 1
+                    summary.run += 1
+                    print_result(report)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:
+                summary.failed += remaining
+                if isinstance(err, BiobenchError):
+                    message = str(err)
+                    logger.error("%s with %s failed: %s", task_name, model.name, err)
+                else:
+                    message = f"{type(err).__name__}: {err}"
+                    logger.error("%s with %s failed:\n%s", task_name, model.name, traceback.format_exc())
+                summary.errors.append(f"{task_name} with {model.name}: {message}")
+                if backbone is None:  # the model itself failed: its other tasks would fail the same way
+                    summary.failed += sum(len(rest) for _, rest in groups[i + 1 :])
+                    break
+        del backbone
+        _free_accelerator()
+
+
+def print_result(report: Report) -> None:
+    k = report.key
+    ci = f" [{report.ci_low:.3f}, {report.ci_high:.3f}]" if report.ci_low is not None else ""
+    logger.info(
+        "%s: %s %.3f%s (n_test=%d, embed %.1fs, fit %.1fs)",
+        k.describe(),
+        report.metric,
+        report.score,
+        ci,
+        report.n_test,
+        report.seconds_embed or 0.0,
+        report.seconds_fit or 0.0,
+    )
+
+
+def print_plan(planned: Sequence[Planned], out: TextIO) -> None:
+    width = max((len(p.key.describe()) for p in planned), default=0)
+    for p in planned:
+        print(f"{p.status:>8}  {p.key.describe():<{width}}  {p.key.protocol}", file=out)
+
+
+def _check_device(settings: Settings) -> None:
+    import torch
+
+    device = settings.resolved_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device = 'cuda' but torch sees no CUDA GPU; set device = 'cpu' or run on a GPU machine.")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device = 'mps' but MPS is not available; set device = 'cpu'.")
+
+
+def _free_accelerator() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

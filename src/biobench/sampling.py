@@ -1,0 +1,46 @@
+"""Seeded, class-balanced choice of training examples for small-data sweeps."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from jaxtyping import Int
+
+
+def task_rng(seed: int, name: str) -> np.random.Generator:
+    """A generator for one sub-task that depends on the experiment seed and the sub-task's name only,
+    so including or excluding other sub-tasks never changes this one's sample."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def balanced_sample(labels: Int[np.ndarray, " m"], n: int, rng: np.random.Generator) -> Int[np.ndarray, " k"]:
+    """Indices of `min(n, m)` examples spread as evenly as possible over the classes.
+
+    Each of the K classes (in sorted order) gets `n // K` examples and the last
+    `n % K` classes one more, as in the NeWT small-data protocol (with two classes,
+    class 0 gets n // 2 and class 1 the rest). A class with too few examples gives all
+    it has and the shortfall goes to the classes that still have some. `n < 0` means
+    all examples, in their original order (fold assignment in cross-validation depends
+    on order, and the published protocol used the file's order). A sample is shuffled.
+    """
+    labels = np.asarray(labels)
+    m = len(labels)
+    if n < 0 or n >= m:
+        return np.arange(m)
+    classes = np.unique(labels)
+    k = len(classes)
+    quota = np.full(k, n // k)
+    if n % k:
+        quota[k - n % k :] += 1
+    pools = [np.flatnonzero(labels == c) for c in classes]
+    avail = np.array([len(p) for p in pools])
+    take = np.minimum(quota, avail)
+    short = n - take.sum()
+    while short > 0:  # hand the shortfall to classes with spare examples, one at a time, in order
+        for j in range(k):
+            if short and take[j] < avail[j]:
+                take[j] += 1
+                short -= 1
+    chosen = np.concatenate([rng.choice(pool, size=t, replace=False) for pool, t in zip(pools, take)])
+    return rng.permutation(chosen)

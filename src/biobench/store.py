@@ -1,0 +1,302 @@
+"""SQLite results store: one row per experiment, one per test prediction, and run claims.
+
+Only the launcher process writes. Each experiment (its row and all its predictions) is
+written in one transaction, so an interrupted run leaves either the whole experiment or
+nothing; a rerun skips every `ExperimentKey` already present. Claims in `runs` let two
+launchers share a database without doing the same experiment twice; a claim whose
+process is gone (or, on another host, whose heartbeat is older than `STALE_CLAIM_S`) is
+ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from biobench.errors import BiobenchError
+
+SCHEMA_VERSION = 1
+STALE_CLAIM_S = 6 * 3600
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY,
+    task TEXT NOT NULL,
+    model_org TEXT NOT NULL,
+    model_ckpt TEXT NOT NULL,
+    method TEXT NOT NULL,
+    n_train INTEGER NOT NULL,          -- requested; -1 = all
+    n_train_actual INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    protocol TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    score REAL NOT NULL,
+    ci_low REAL,
+    ci_high REAL,
+    n_test INTEGER NOT NULL,
+    sub_scores TEXT NOT NULL,          -- JSON
+    config TEXT NOT NULL,              -- JSON
+    argv TEXT NOT NULL,                -- JSON
+    git_commit TEXT,
+    package_versions TEXT NOT NULL,    -- JSON
+    data_fingerprint TEXT,
+    backbone_fingerprint TEXT,
+    gpu TEXT,
+    host TEXT NOT NULL,
+    posix_time REAL NOT NULL,
+    seconds_embed REAL,
+    seconds_fit REAL,
+    seconds_score REAL,
+    UNIQUE (task, model_org, model_ckpt, method, n_train, seed, protocol)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    example_id TEXT NOT NULL,
+    score REAL NOT NULL,
+    info TEXT NOT NULL,                -- JSON
+    PRIMARY KEY (experiment_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,              -- JSON of the ExperimentKey being worked on
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    claimed REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
+"""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class ExperimentKey:
+    """What makes two experiments the same experiment; a rerun skips keys already stored."""
+
+    task: str
+    model_org: str
+    model_ckpt: str
+    method: str
+    n_train: int
+    seed: int
+    protocol: str
+
+    @property
+    def model(self) -> str:
+        return f"{self.model_org}:{self.model_ckpt}"
+
+    def describe(self) -> str:
+        n = "all" if self.n_train < 0 else str(self.n_train)
+        return f"{self.task} | {self.model} ({self.method}) | n_train={n} | seed={self.seed}"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.astuple(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """One finished experiment: what the task measured plus the key and provenance; what the store writes."""
+
+    key: ExperimentKey
+    n_train_actual: int
+    metric: str
+    score: float
+    ci_low: float | None
+    ci_high: float | None
+    example_ids: Sequence[str]
+    example_scores: Sequence[float]
+    example_info: Sequence[dict]
+    sub_scores: dict
+    config: dict
+    provenance: dict
+    """argv, git_commit, package_versions, gpu, host, posix_time."""
+    data_fingerprint: str | None = None
+    backbone_fingerprint: str | None = None
+    seconds_embed: float | None = None
+    seconds_fit: float | None = None
+    seconds_score: float | None = None
+
+    @property
+    def n_test(self) -> int:
+        return len(self.example_ids)
+
+
+class Store:
+    """The results database at `path` (created with its schema if missing)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BiobenchError(
+                    f"{self.path} was written by a newer biobench (schema {version} > {SCHEMA_VERSION}); upgrade biobench."
+                )
+            self.conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.DatabaseError as err:
+            raise BiobenchError(f"{self.path} is not a usable biobench results database: {err}") from err
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception including KeyboardInterrupt."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # Experiments
+
+    def done_keys(self) -> set[ExperimentKey]:
+        rows = self.conn.execute(
+            "SELECT task, model_org, model_ckpt, method, n_train, seed, protocol FROM experiments"
+        ).fetchall()
+        return {ExperimentKey(*row) for row in rows}
+
+    def has(self, key: ExperimentKey) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM experiments WHERE task=? AND model_org=? AND model_ckpt=? AND method=? "
+            "AND n_train=? AND seed=? AND protocol=?",
+            dataclasses.astuple(key),
+        ).fetchone()
+        return row is not None
+
+    def write(self, record: Report) -> bool:
+        """Store one experiment and its predictions in one transaction. False if the key was already stored."""
+        k = record.key
+        p = record.provenance
+        with self.transaction() as conn:
+            if self.has(k):
+                return False
+            cur = conn.execute(
+                """INSERT INTO experiments (task, model_org, model_ckpt, method, n_train, n_train_actual, seed,
+                protocol, metric, score, ci_low, ci_high, n_test, sub_scores, config, argv, git_commit,
+                package_versions, data_fingerprint, backbone_fingerprint, gpu, host, posix_time,
+                seconds_embed, seconds_fit, seconds_score)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    k.task, k.model_org, k.model_ckpt, k.method, k.n_train, record.n_train_actual, k.seed,
+                    k.protocol, record.metric, float(record.score), _opt_float(record.ci_low),
+                    _opt_float(record.ci_high), record.n_test, _json(record.sub_scores), _json(record.config),
+                    _json(p.get("argv", [])), p.get("git_commit"), _json(p.get("package_versions", {})),
+                    record.data_fingerprint, record.backbone_fingerprint, p.get("gpu"),
+                    p.get("host", socket.gethostname()), p.get("posix_time", time.time()),
+                    _opt_float(record.seconds_embed), _opt_float(record.seconds_fit), _opt_float(record.seconds_score),
+                ),
+            )
+            exp_id = cur.lastrowid
+            conn.executemany(
+                "INSERT INTO predictions (experiment_id, example_id, score, info) VALUES (?, ?, ?, ?)",
+                (
+                    (exp_id, str(i), float(s), _json(info))
+                    for i, s, info in zip(record.example_ids, record.example_scores, record.example_info, strict=True)
+                ),
+            )
+            conn.execute("DELETE FROM runs WHERE key = ?", (k.to_json(),))
+        return True
+
+    def rows(self) -> list[dict]:
+        """Every experiment as a dict of its columns (no predictions)."""
+        cur = self.conn.execute("SELECT * FROM experiments ORDER BY task, model_org, model_ckpt, method, n_train, seed")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def predictions(self, experiment_id: int) -> list[tuple[str, float, dict]]:
+        rows = self.conn.execute(
+            "SELECT example_id, score, info FROM predictions WHERE experiment_id = ? ORDER BY rowid", (experiment_id,)
+        ).fetchall()
+        return [(e, s, json.loads(i)) for e, s, i in rows]
+
+    # Claims
+
+    def claim(self, keys: Iterable[ExperimentKey], run_id: str) -> tuple[list[ExperimentKey], list[ExperimentKey]]:
+        """Claim keys for `run_id`. Returns (claimed, held_by_others); keys already stored are in neither."""
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        claimed, others = [], []
+        with self.transaction() as conn:
+            for key in keys:
+                if self.has(key):
+                    continue
+                row = conn.execute("SELECT run_id, host, pid, heartbeat FROM runs WHERE key = ?", (key.to_json(),)).fetchone()
+                if row is not None and row[0] != run_id and _claim_alive(row[1], row[2], row[3], now):
+                    others.append(key)
+                    continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO runs (key, run_id, host, pid, claimed, heartbeat) VALUES (?, ?, ?, ?, ?, ?)",
+                    (key.to_json(), run_id, host, pid, now, now),
+                )
+                claimed.append(key)
+        return claimed, others
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (time.time(), run_id))
+
+    def release(self, run_id: str) -> None:
+        """Drop every claim of `run_id` (finished or interrupted)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    def claims(self) -> list[tuple[ExperimentKey, str, str, int]]:
+        rows = self.conn.execute("SELECT key, run_id, host, pid FROM runs").fetchall()
+        return [(ExperimentKey(*json.loads(k)), r, h, p) for k, r, h, p in rows]
+
+
+def _claim_alive(host: str, pid: int, heartbeat: float, now: float) -> bool:
+    if host == socket.gethostname():
+        return _pid_alive(pid)
+    return now - heartbeat < STALE_CLAIM_S
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _opt_float(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, default=_json_default, sort_keys=True)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"Cannot store {type(obj).__name__} as JSON.")
