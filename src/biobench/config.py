@@ -76,6 +76,7 @@ class Experiment:
     """One point of the grid: a model, a training-set size and a seed (run on every task with data)."""
 
     model: Model
+    """The model evaluated."""
     n_train: int = -1
     """Training examples per task (-1 = all); what it counts is each task's to say (NeWT: images per binary task)."""
     seed: int = 0
@@ -131,11 +132,13 @@ class Config:
     """A whole run: the experiment grid, the datasets, task options and settings."""
 
     experiments: tuple[Experiment, ...]
+    """The grid: every model x every value of every list-valued key."""
     data: Mapping[str, Path]
     """Task name -> dataset directory, for tasks to run."""
     task_options: Mapping[str, Mapping[str, object]]
     """Task name -> options from its table (validated against the task's Config)."""
     settings: Settings = dataclasses.field(default_factory=Settings)
+    """Run-wide settings (results directory, cache, device, batch size, ...)."""
     source: Path | None = None
     """The file this came from, for messages."""
 

@@ -71,6 +71,12 @@ def backbone_fingerprint(backbone: VisionBackbone) -> str:
     return fp
 
 
+def cache_key(backbone: VisionBackbone, device: str) -> str:
+    """The cache's key for `backbone` run on `device`: its fingerprint plus the numeric precision,
+    since autocast changes the numbers and features of different precisions must never mix."""
+    return _digest(backbone_fingerprint(backbone), precision_label(torch.device(device)))
+
+
 def get_features(
     backbone: VisionBackbone, images: ImageSet, cache: FeatureCache, settings: EmbedSettings = EmbedSettings()
 ) -> EmbedResult:
@@ -78,8 +84,7 @@ def get_features(
     start = time.perf_counter()
     keys = images.keys(settings.key_mode)
     set_fp = images.fingerprint(keys)
-    # Autocast changes the numbers, so features from different precisions never mix.
-    fp = _digest(backbone_fingerprint(backbone), precision_label(torch.device(settings.device)))
+    fp = cache_key(backbone, settings.device)
     cached, found = cache.lookup(fp, keys)
     missing = np.flatnonzero(~found)
     if len(missing) == 0:

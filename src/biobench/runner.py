@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from biobench import provenance
-from biobench.backbones import load_vision_backbone
+from biobench.backbones import backbone_class, load_vision_backbone
 from biobench.cache import FeatureCache
 from biobench.config import Config, Experiment, Model, Settings
 from biobench.embed import EmbedSettings, get_features
@@ -182,6 +182,8 @@ def run(cfg: Config, *, dry_run: bool = False, out: TextIO | None = None) -> Sum
     base = cfg.source.parent.resolve() if cfg.source is not None else Path.cwd()
     load_plugins(cfg.settings.plugins, base)
     _check_device(cfg.settings)
+    for model in {e.model for e in cfg.experiments if e.model.method == "cvml"}:
+        backbone_class(model.org)  # an unknown org fails now, listing the known ones, not after hours of work
     summary = Summary()
     with Store(cfg.settings.db_path) as store:
         planned = plan(cfg, store)
@@ -270,7 +272,7 @@ def print_result(report: Report) -> None:
 def print_plan(planned: Sequence[Planned], out: TextIO) -> None:
     width = max((len(p.key.describe()) for p in planned), default=0)
     for p in planned:
-        print(f"{p.status:>8}  {p.key.describe():<{width}}  {p.key.protocol}", file=out)
+        print(f"{p.status:<8}  {p.key.describe():<{width}}  {p.key.protocol}", file=out)
 
 
 def _check_device(settings: Settings) -> None:

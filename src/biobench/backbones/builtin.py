@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from torchvision import transforms
 
 from biobench.backbones.base import EncodedImgBatch, VisionBackbone
 from biobench.errors import BackboneError
@@ -33,6 +32,8 @@ class PixelStats(VisionBackbone):
             raise BackboneError(f"builtin org has no checkpoint '{ckpt}'; use 'pixel-stats' or 'random-vit'.")
 
     def make_img_transform(self):
+        from torchvision import transforms  # imported on use: torchvision costs a second at start-up
+
         return transforms.Compose([
             transforms.Resize((self.SIZE, self.SIZE), antialias=True),
             transforms.ToTensor(),
@@ -78,6 +79,8 @@ class RandomViT(VisionBackbone):
             )
 
     def make_img_transform(self):
+        from torchvision import transforms
+
         return transforms.Compose([
             transforms.Resize((self.SIZE, self.SIZE), antialias=True),
             transforms.ToTensor(),

@@ -71,7 +71,12 @@ class OpenClip(VisionBackbone):
                     f"open-clip has no architecture '{arch}' (from '{ckpt}'). Closest: {', '.join(close) or 'none'}. "
                     "`python -c 'import open_clip; print(open_clip.list_models())'` lists them all."
                 )
-            if not pretrained:
+            local_file = bool(source) and os.path.isfile(source)
+            if sep == "@" and not local_file:
+                raise BackboneError(f"open-clip checkpoint '{ckpt}': local weights '{source}' is not a file.")
+            if not pretrained and not local_file:
+                # Random initialisation. A local weights file is still loaded (it needs no
+                # download), as the timm and torchvision orgs do.
                 source = None
             elif not source:
                 tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
@@ -79,9 +84,7 @@ class OpenClip(VisionBackbone):
                     f"open-clip checkpoint '{ckpt}' names no weights. Use ARCH/PRETRAINED (tags for {arch}: {tags}), "
                     "ARCH@/path/to/weights, or set pretrained = false for a random initialisation."
                 )
-            elif sep == "@" and not os.path.isfile(source):
-                raise BackboneError(f"open-clip checkpoint '{ckpt}': local weights '{source}' is not a file.")
-            elif not os.path.isfile(source) and source not in open_clip.list_pretrained_tags_by_model(arch):
+            elif not local_file and source not in open_clip.list_pretrained_tags_by_model(arch):
                 tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
                 raise BackboneError(
                     f"open-clip has no pretrained tag '{source}' for {arch} and no file of that name exists. Tags: {tags}."
@@ -237,10 +240,10 @@ class Torchvision(VisionBackbone):
         if path:
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        self._remove_head()
+        self._remove_head(ckpt)
         self._transform = weights.transforms()
 
-    def _remove_head(self) -> None:
+    def _remove_head(self, ckpt: str) -> None:
         for attr in self.HEAD_ATTRS:
             head = getattr(self.model, attr, None)
             if isinstance(head, torch.nn.Linear):
@@ -253,7 +256,8 @@ class Torchvision(VisionBackbone):
                     head[linears[-1]] = torch.nn.Identity()
                     return
         raise BackboneError(
-            f"Could not find the classifier head of torchvision:{self.ckpt or type(self.model).__name__} "
+            # self.ckpt is only set after construction, so name the checkpoint being built.
+            f"Could not find the classifier head of torchvision:{ckpt} ({type(self.model).__name__}) "
             f"(looked for {', '.join(self.HEAD_ATTRS)}). Register a custom VisionBackbone for this model."
         )
 

@@ -33,7 +33,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import joblib
 import numpy as np
 import polars as pl
 from jaxtyping import Float, Int
@@ -41,7 +40,6 @@ from jaxtyping import Float, Int
 from biobench import fixtures, stats
 from biobench.errors import DataError
 from biobench.images import ImageSet
-from biobench.probes import svm
 from biobench.sampling import balanced_sample, task_rng
 from biobench.tasks.base import EvalContext, TaskReport
 
@@ -156,6 +154,8 @@ def l2_normalize(x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
 def _fit_one(
     x_train: Float[np.ndarray, "n d"], y_train: Int[np.ndarray, " n"], x_test: Float[np.ndarray, "m d"], seed: int
 ) -> tuple[np.ndarray, dict]:
+    from biobench.probes import svm  # scikit-learn loads only when a probe is fit
+
     mean = x_train.mean(axis=0, keepdims=True)
     return svm.fit_predict(l2_normalize(x_train - mean), y_train, l2_normalize(x_test - mean), seed=seed)
 
@@ -178,6 +178,8 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         jobs.append((x[train], labels[train], x[test], ctx.seed))
         first = df.row(int(rows[0]), named=True)
         meta.append((task, first["task_cluster"], first["task_subcluster"], train, test))
+
+    import joblib
 
     start = time.perf_counter()
     n_jobs = min(ctx.n_jobs, len(jobs))
@@ -230,7 +232,7 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
 ############
 
 FIXTURE_TASKS = (
-    # task, cluster, subcluster ("" = none, as in the real file), text labels for 0 and 1
+    # task, cluster, subcluster ("" = none: an empty field, as in the real file), text labels for 0 and 1
     ("ml_age_coopers_hawk", "appearance", "age", ("not_adult", "adult")),
     ("ml_age_bald_eagle", "appearance", "age", ("not_adult", "adult")),
     ("nabirds_species_classification_amekes_merlin", "appearance", "species", ("american_kestrel", "merlin")),
@@ -261,7 +263,7 @@ def make_fixture(
                     image_id = fixtures.example_id(rng)
                     img = fixtures.draw(rng, group, label, strength=strength)
                     h, w = fixtures.save_jpeg(img, root / IMAGES_DIR / f"{image_id}.jpg")
-                    split_rows.append([image_id, cluster, subcluster, task, label, "", split, h, w])
+                    split_rows.append([image_id, cluster, subcluster or None, task, label, "", split, h, w])
             if shuffle_labels:
                 # Within a split, so train and test labels are independent of the images and of each other.
                 shuffled = [split_rows[j][4] for j in rng.permutation(len(split_rows))]
