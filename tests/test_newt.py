@@ -201,3 +201,42 @@ def test_a_task_sample_does_not_depend_on_other_tasks(newt_dir):
     r2 = newt.evaluate(cfg(data=newt_dir), two, x2, EvalContext(n_train=6, seed=5, n_bootstrap=50))
     nest = [s for s, inf in zip(r2.example_scores, r2.example_info) if inf["task"] == "ml_tag_nest"]
     assert np.array_equal(r1.example_scores, nest)
+
+
+def test_download_fetches_verifies_and_unpacks(tmp_path, newt_dir):
+    """`download` against a real local HTTP server serving archives in NeWT's published layout."""
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    from biobench import download as dl
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "labels.tar.gz", "w:gz") as tar:
+        tar.add(newt_dir / newt.LABELS_CSV, arcname=newt.LABELS_CSV)
+    with tarfile.open(served / "images.tar.gz", "w:gz") as tar:
+        tar.add(newt_dir / newt.IMAGES_DIR, arcname=newt.IMAGES_DIR)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        target = tmp_path / "newt"
+        newt.download(
+            target,
+            labels_url=f"{base}/labels.tar.gz",
+            images_url=f"{base}/images.tar.gz",
+            labels_md5=dl.md5sum(served / "labels.tar.gz"),
+            images_md5=dl.md5sum(served / "images.tar.gz"),
+        )
+        images = newt.image_set(cfg(data=target))
+        assert len(images) == len(newt.image_set(cfg(data=newt_dir)))
+        images.keys()  # every listed image exists
+        assert not list(target.glob("*.tar.gz"))  # archives removed after a verified unpack
+        with pytest.raises(DataError, match="md5"):
+            newt.download(tmp_path / "bad", labels_url=f"{base}/labels.tar.gz", images_url=f"{base}/images.tar.gz", labels_md5="0" * 32)
+    finally:
+        server.shutdown()

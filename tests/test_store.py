@@ -127,3 +127,18 @@ def test_newer_schema_and_garbage_files_are_clear_errors(tmp_path):
     junk.write_bytes(os.urandom(4096))
     with pytest.raises(BiobenchError, match="not a usable"):
         Store(junk)
+
+
+def test_claims_from_other_hosts_expire_by_heartbeat(tmp_path):
+    import time
+
+    from biobench import store as store_mod
+
+    with Store(tmp_path / "r.sqlite") as store:
+        a = key(seed=9)
+        store.claim([a], "remote")
+        store.conn.execute("UPDATE runs SET host = 'another-node', pid = 1 WHERE key = ?", (a.to_json(),))
+        assert store.claim([a], "local") == ([], [a])
+        old = time.time() - store_mod.STALE_CLAIM_S - 1
+        store.conn.execute("UPDATE runs SET heartbeat = ? WHERE key = ?", (old, a.to_json()))
+        assert store.claim([a], "local") == ([a], [])

@@ -107,7 +107,7 @@ def get_features(
             extra={"image_set_fingerprint": set_fp, "key_mode": settings.key_mode},
         )
 
-    new = _extract(backbone, images, missing, settings, checkpoint)
+    new = extract(backbone, images, missing, settings, checkpoint)
     if cached is None:
         out = np.empty((len(images), new.shape[1]), dtype=np.float32)
     else:
@@ -152,13 +152,18 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _extract(
+def extract(
     backbone: VisionBackbone,
     images: ImageSet,
     rows: np.ndarray,
     settings: EmbedSettings,
     checkpoint: Callable[[np.ndarray, np.ndarray], None],
 ) -> Float[np.ndarray, "n dim"]:
+    """Run `backbone` over images `rows` of `images` (no cache lookup); returns one row per entry of `rows`.
+
+    `checkpoint(rows_done, features_done)` is called every `settings.checkpoint_every`
+    images and at the end, so callers can persist finished work as it accumulates.
+    """
     device = torch.device(settings.device)
     dataset = _ImageDataset(images, rows, backbone.make_img_transform())
     loader = torch.utils.data.DataLoader(

@@ -75,6 +75,7 @@ def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
     """Every (task, experiment) pair with its status; nothing is run."""
     done = store.done_keys() if store is not None else set()
     out = []
+    seen: set[ExperimentKey] = set()
     for exp in cfg.experiments:
         for name in sorted(TASKS):
             task = TASKS[name]
@@ -89,6 +90,9 @@ def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
                 status = "done"
             else:
                 status = "run"
+            if key in seen:  # the same model listed twice in a config
+                continue
+            seen.add(key)
             out.append(Planned(name, exp, key, status))
     return out
 
@@ -235,7 +239,7 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
                     store.heartbeat(run_id)
                     remaining -= 1
                     summary.run += 1
-                    print_result(report)
+                    print_result(report, f"[{summary.run + summary.failed}/{len(todo)}]")
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as err:
@@ -254,11 +258,12 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
         _free_accelerator()
 
 
-def print_result(report: Report) -> None:
+def print_result(report: Report, counter: str = "") -> None:
     k = report.key
     ci = f" [{report.ci_low:.3f}, {report.ci_high:.3f}]" if report.ci_low is not None else ""
     logger.info(
-        "%s: %s %.3f%s (n_test=%d, embed %.1fs, fit %.1fs)",
+        "%s %s: %s %.3f%s (n_test=%d, embed %.1fs, fit %.1fs)",
+        counter,
         k.describe(),
         report.metric,
         report.score,

@@ -100,20 +100,30 @@ def _fmt_ci(r: dict) -> str:
 TABLE_COLUMNS = ("task", "n_train", "rank", "model", "method", "metric", "score", "95% CI", "sd", "seeds", "n_test")
 
 
-def _cells(r: dict) -> list[str]:
-    return [
-        r["task"], _fmt_n(r["n_train"]), str(r["rank"]), r["model"], r["method"], r["metric"],
-        f"{r['score']:.3f}", _fmt_ci(r), f"{r['sd']:.3f}", str(r["n_seeds"]), str(r["n_test"]),
-    ]  # fmt: skip
+def _columns(board: Sequence[dict]) -> tuple[str, ...]:
+    # The protocol only needs a column when the database mixes several (e.g. filtered NeWT runs).
+    if len({(r["task"], r["protocol"]) for r in board}) > len({r["task"] for r in board}):
+        return TABLE_COLUMNS[:1] + ("protocol",) + TABLE_COLUMNS[1:]
+    return TABLE_COLUMNS
+
+
+def _cells(r: dict, columns: Sequence[str]) -> list[str]:
+    cells = {
+        "task": r["task"], "protocol": r["protocol"], "n_train": _fmt_n(r["n_train"]), "rank": str(r["rank"]),
+        "model": r["model"], "method": r["method"], "metric": r["metric"], "score": f"{r['score']:.3f}",
+        "95% CI": _fmt_ci(r), "sd": f"{r['sd']:.3f}", "seeds": str(r["n_seeds"]), "n_test": str(r["n_test"]),
+    }  # fmt: skip
+    return [cells[c] for c in columns]
 
 
 def to_table(rows: Sequence[dict]) -> str:
     board = leaderboard(rows)
     if not board:
         return "No results yet."
-    body = [_cells(r) for r in board]
-    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(TABLE_COLUMNS)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(TABLE_COLUMNS, widths))]
+    columns = _columns(board)
+    body = [_cells(r, columns) for r in board]
+    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(columns)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(columns, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in body]
     return "\n".join(lines)
@@ -121,9 +131,10 @@ def to_table(rows: Sequence[dict]) -> str:
 
 def to_html(rows: Sequence[dict], title: str = "biobench leaderboard") -> str:
     board = leaderboard(rows)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_COLUMNS)
+    columns = _columns(board)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in columns)
     body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in board
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, columns)) + "</tr>" for r in board
     )
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return f"""<!doctype html>

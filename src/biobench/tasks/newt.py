@@ -285,15 +285,25 @@ def make_fixture(
 ############
 
 
-def download(root: Path, *, labels_url: str = LABELS_URL, images_url: str = IMAGES_URL, check_md5: bool = True) -> None:
-    """Fetch NeWT (labels ~1 MB, images ~4.1 GB), verify checksums and unpack into `root`."""
+def download(
+    root: Path,
+    *,
+    labels_url: str = LABELS_URL,
+    images_url: str = IMAGES_URL,
+    labels_md5: str | None = LABELS_MD5,
+    images_md5: str | None = IMAGES_MD5,
+) -> None:
+    """Fetch NeWT (labels ~1 MB, images ~4.1 GB), verify the published md5 sums and unpack into `root`.
+
+    Interrupted downloads resume when the command is run again.
+    """
     from biobench import download as dl
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    labels_tar = dl.fetch(labels_url, root / "newt2021_labels.csv.tar.gz", md5=LABELS_MD5 if check_md5 else None)
+    labels_tar = dl.fetch(labels_url, root / "newt2021_labels.csv.tar.gz", md5=labels_md5, desc="NeWT labels")
     dl.extract(labels_tar, root, desc="extract NeWT labels")
-    images_tar = dl.fetch(images_url, root / "newt2021_images.tar.gz", md5=IMAGES_MD5 if check_md5 else None)
+    images_tar = dl.fetch(images_url, root / "newt2021_images.tar.gz", md5=images_md5, desc="NeWT images")
     dl.extract(images_tar, root, desc="extract NeWT images")
     n_rows = pl.read_csv(root / LABELS_CSV, columns=["id"]).height
     n_images = sum(1 for _ in (root / IMAGES_DIR).glob("*.jpg"))
