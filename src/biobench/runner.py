@@ -189,15 +189,22 @@ def run(cfg: Config, *, dry_run: bool = False, out: TextIO | None = None) -> Sum
     for model in {e.model for e in cfg.experiments if e.model.method == "cvml"}:
         backbone_class(model.org)  # an unknown org fails now, listing the known ones, not after hours of work
     summary = Summary()
+    if dry_run:
+        if cfg.settings.db_path.is_file():
+            with Store(cfg.settings.db_path) as store:
+                planned = plan(cfg, store)
+        else:  # a dry run creates nothing
+            planned = plan(cfg)
+        print_plan(planned, out)
+        summary.done = sum(p.status == "done" for p in planned)
+        summary.skipped = sum(p.status in ("no data", "no code") for p in planned)
+        n_run = sum(p.status == "run" for p in planned)
+        print(f"dry run: {n_run} would run, {summary.done} done, {summary.skipped} skipped", file=out)
+        return summary
     with Store(cfg.settings.db_path) as store:
         planned = plan(cfg, store)
         summary.done = sum(p.status == "done" for p in planned)
         todo = [p for p in planned if p.status == "run"]
-        if dry_run:
-            print_plan(planned, out)
-            summary.skipped = sum(p.status in ("no data", "no code") for p in planned)
-            print(f"dry run: {len(todo)} would run, {summary.done} done, {summary.skipped} skipped", file=out)
-            return summary
 
         run_id = uuid.uuid4().hex
         claimed, others = store.claim([p.key for p in todo], run_id)

@@ -32,12 +32,7 @@ class PixelStats(VisionBackbone):
             raise BackboneError(f"builtin org has no checkpoint '{ckpt}'; use 'pixel-stats' or 'random-vit'.")
 
     def make_img_transform(self):
-        from torchvision import transforms  # imported on use: torchvision costs a second at start-up
-
-        return transforms.Compose([
-            transforms.Resize((self.SIZE, self.SIZE), antialias=True),
-            transforms.ToTensor(),
-        ])
+        return _square_tensor(self.SIZE, normalize=False)
 
     def weights_identity(self) -> str:
         return f"pixel-stats/v{self.VERSION}"
@@ -79,18 +74,22 @@ class RandomViT(VisionBackbone):
             )
 
     def make_img_transform(self):
-        from torchvision import transforms
-
-        return transforms.Compose([
-            transforms.Resize((self.SIZE, self.SIZE), antialias=True),
-            transforms.ToTensor(),
-            transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-        ])
+        return _square_tensor(self.SIZE, normalize=True)
 
     def img_encode(self, batch: Float[Tensor, "batch 3 height width"]) -> EncodedImgBatch:
         tokens = self.model.forward_features(batch)
         n_prefix = self.model.num_prefix_tokens
         return EncodedImgBatch(tokens[:, 0], tokens[:, n_prefix:])
+
+
+def _square_tensor(size: int, *, normalize: bool):
+    """Resize to size x size and convert to a [0, 1] tensor (or [-1, 1] with `normalize`)."""
+    from torchvision import transforms  # imported on use: torchvision costs a second at start-up
+
+    steps = [transforms.Resize((size, size), antialias=True), transforms.ToTensor()]
+    if normalize:
+        steps.append(transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+    return transforms.Compose(steps)
 
 
 _CKPTS: dict[str, type[VisionBackbone]] = {"pixel-stats": PixelStats, "random-vit": RandomViT}
