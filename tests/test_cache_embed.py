@@ -241,3 +241,13 @@ def test_bad_backbone_output_is_a_clear_error():
 
     with pytest.raises(Exception, match=r"shape \(batch, dim\)"):
         Bad("x").img_encode(torch.zeros(2, 3, 4, 4))
+
+
+def test_unwritable_cache_warns_and_still_returns_features(tmp_path, counting, caplog):
+    images = make_images(tmp_path, 3)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache directory should be")
+    with caplog.at_level("WARNING"):
+        result = get_features(counting, images, FeatureCache(blocked), SETTINGS)
+    assert result.features.shape == (3, 60) and result.n_embedded == 3
+    assert "Cannot write the feature cache" in caplog.text and "BIOBENCH_CACHE" in caplog.text

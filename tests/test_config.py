@@ -187,3 +187,14 @@ def test_config_dataclasses_document_every_field():
                     f"{cls.__name__}.{node.target.id} has no docstring"
                 )
     assert Path(config.__file__).exists()
+
+
+def test_readme_documents_every_setting_and_the_two_setup_commands():
+    import dataclasses
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for f in dataclasses.fields(config.Settings):
+        assert f"`{f.name}`" in readme, f"README's config reference lacks {f.name}"
+    quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
+    commands = [line.split("#")[0].strip() for line in quickstart.split("```sh", 1)[1].split("```", 1)[0].splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]

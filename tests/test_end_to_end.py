@@ -245,3 +245,26 @@ def test_fixture_and_cache_commands(tmp_path):
     assert rm.returncode == 0 and "Freed" in rm.stdout
     assert "No cached features" in run_cli("cache", "ls").stdout
     assert os.environ["BIOBENCH_CACHE"].startswith(str(tmp_path))
+
+
+def test_two_launchers_on_one_database_split_the_work(config_file, newt_dir, tmp_path):
+    path = newt_config(
+        config_file, newt_dir, extra='n_train = [10, 12, 14, 16]\nseeds = [0]\n[newt]\ntasks = ["ml_tag_nest"]'
+    )
+    db = tmp_path / "results" / "results.sqlite"
+    first = subprocess.Popen([sys.executable, "-m", "biobench", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    second = run_cli("run", str(path))
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
+    assert "another run is working on it" in second.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == 4  # each experiment exactly once
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0

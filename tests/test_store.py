@@ -142,3 +142,10 @@ def test_claims_from_other_hosts_expire_by_heartbeat(tmp_path):
         old = time.time() - store_mod.STALE_CLAIM_S - 1
         store.conn.execute("UPDATE runs SET heartbeat = ? WHERE key = ?", (old, a.to_json()))
         assert store.claim([a], "local") == ([a], [])
+
+
+def test_unwritable_results_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BiobenchError, match="report_to"):
+        Store(blocker / "sub" / "results.sqlite")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -201,8 +202,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    level = os.environ.get("BIOBENCH_LOG", "INFO").upper()
     logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
     for noisy in ("PIL", "urllib3", "httpx", "huggingface_hub", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

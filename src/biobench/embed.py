@@ -97,15 +97,30 @@ def get_features(
         "%s on %s: %d images cached, embedding %d.", backbone.name, images.name, len(images) - len(missing), len(missing)
     )
 
+    cache_ok = True
+
     def checkpoint(rows: np.ndarray, feats: np.ndarray) -> None:
-        cache.put(
-            fp,
-            keys[rows],
-            feats,
-            dataset=images.name,
-            backbone_info={"name": backbone.name, "org": backbone.org, "ckpt": backbone.ckpt},
-            extra={"image_set_fingerprint": set_fp, "key_mode": settings.key_mode},
-        )
+        nonlocal cache_ok
+        if not cache_ok:
+            return
+        try:
+            cache.put(
+                fp,
+                keys[rows],
+                feats,
+                dataset=images.name,
+                backbone_info={"name": backbone.name, "org": backbone.org, "ckpt": backbone.ckpt},
+                extra={"image_set_fingerprint": set_fp, "key_mode": settings.key_mode},
+            )
+        except OSError as err:
+            # The features are in memory and the run can finish; only reuse is lost.
+            cache_ok = False
+            logger.warning(
+                "Cannot write the feature cache at %s (%s); continuing without caching. "
+                "Set cache_dir in the config (or BIOBENCH_CACHE) to a writable directory with free space.",
+                cache.root,
+                err,
+            )
 
     new = extract(backbone, images, missing, settings, checkpoint)
     if cached is None:
