@@ -251,3 +251,14 @@ def test_unwritable_cache_warns_and_still_returns_features(tmp_path, counting, c
         result = get_features(counting, images, FeatureCache(blocked), SETTINGS)
     assert result.features.shape == (3, 60) and result.n_embedded == 3
     assert "Cannot write the feature cache" in caplog.text and "BIOBENCH_CACHE" in caplog.text
+
+
+def test_changing_the_weights_of_the_same_instance_changes_the_features(tmp_path):
+    images = make_images(tmp_path, 3)
+    cache = FeatureCache(tmp_path / "c")
+    vit = load_vision_backbone("builtin", "random-vit")
+    before = np.array(get_features(vit, images, cache, SETTINGS).features)
+    with torch.no_grad():
+        vit.model.norm.weight.mul_(2.0)  # e.g. another epoch of training on the same object
+    after = get_features(vit, images, cache, SETTINGS)
+    assert after.n_embedded == 3 and not np.allclose(before, after.features)

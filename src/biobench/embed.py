@@ -62,19 +62,14 @@ class EmbedResult:
     backbone_fingerprint: str
 
 
-def backbone_fingerprint(backbone: VisionBackbone) -> str:
-    """Fingerprint of a backbone, computed once per instance (hashing weights is not free)."""
-    fp = getattr(backbone, "_biobench_fingerprint", None)
-    if fp is None:
-        fp = fingerprint(backbone)
-        backbone._biobench_fingerprint = fp
-    return fp
-
-
 def cache_key(backbone: VisionBackbone, device: str) -> str:
     """The cache's key for `backbone` run on `device`: its fingerprint plus the numeric precision,
-    since autocast changes the numbers and features of different precisions must never mix."""
-    return _digest(backbone_fingerprint(backbone), precision_label(torch.device(device)))
+    since autocast changes the numbers and features of different precisions must never mix.
+
+    Recomputed on every request (about a second per GB of weights), never memoised on the
+    instance: a user evaluating the same object after more training must not get the old
+    features back."""
+    return _digest(fingerprint(backbone), precision_label(torch.device(device)))
 
 
 def get_features(
