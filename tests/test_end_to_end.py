@@ -268,3 +268,26 @@ def test_two_launchers_on_one_database_split_the_work(config_file, newt_dir, tmp
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == 4  # each experiment exactly once
     assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+def test_plugin_errors_name_the_plugin(config_file, newt_dir, tmp_path):
+    broken = tmp_path / "broken_plugin.py"
+    broken.write_text("raise RuntimeError('boom in plugin')\n")
+    for plugins, expected in (('["missing_plugin.py"]', "not found"), (f'["{broken}"]', "boom in plugin"), ('["no.such.module"]', "no.such.module")):
+        path = config_file(f'plugins = {plugins}\n[[models]]\norg = "builtin"\nckpt = "pixel-stats"\n[data]\nnewt = "{newt_dir}"\n')
+        with pytest.raises(Exception) as info:
+            runner.run(config.load(path))
+        assert type(info.value).__name__ == "ConfigError" and expected in str(info.value)
+
+
+def test_python_api_rejects_bad_arguments(newt_dir, tmp_path):
+    import biobench
+
+    with pytest.raises(biobench.ConfigError, match="biobench fixture newt"):
+        biobench.evaluate("builtin:pixel-stats", "newt", tmp_path / "nowhere")
+    with pytest.raises(biobench.ConfigError, match="batchsize"):
+        biobench.evaluate("builtin:pixel-stats", "newt", newt_dir, batchsize=4)
+    with pytest.raises(biobench.ConfigError, match="Unknown task"):
+        biobench.evaluate("builtin:pixel-stats", "newtt", newt_dir)
+    with pytest.raises(biobench.BackboneError, match="Known orgs"):
+        biobench.evaluate("nope:x", "newt", newt_dir, device="cpu")

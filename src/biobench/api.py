@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from biobench.backbones import VisionBackbone
-from biobench.config import Config, Experiment, Model, Settings
+from biobench.config import Config, Experiment, Model, Settings, missing_data
 from biobench.errors import ConfigError
 from biobench.runner import execute, plan
 from biobench.store import Report, Store
@@ -46,10 +46,7 @@ def evaluate(
     get_task(task)
     data = Path(data).expanduser().resolve()
     if not data.is_dir():
-        raise ConfigError(
-            f"{task} data directory {data} does not exist. Download it with `biobench download {task} --dir {data}`, "
-            f"or write a small generated copy with `biobench fixture {task} --dir {data}`."
-        )
+        raise ConfigError(f"{task} data: {missing_data(task, data)}")
     unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
         raise ConfigError(f"evaluate() got unknown setting(s) {', '.join(sorted(unknown))}.")

@@ -196,11 +196,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
             continue
         d = _resolve(value, base)
         if not d.is_dir():
-            raise ConfigError(
-                f"{where.at(task, 'data')}: [data] {task} = '{value}': directory {d} does not exist. "
-                f"Download the dataset with `biobench download {task} --dir {d}`, or write a small generated copy "
-                f"with `biobench fixture {task} --dir {d}`."
-            )
+            raise ConfigError(f"{where.at(task, 'data')}: [data] {task} = '{value}': {missing_data(task, d)}")
         data[task] = d
 
     task_options: dict[str, dict[str, object]] = {}
@@ -258,6 +254,14 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         for combo in itertools.product(*(axes[n] for n in names))
     )
     return Config(experiments, data, task_options, settings, source)
+
+
+def missing_data(task: str, path: Path) -> str:
+    """What to say when a task's dataset directory does not exist."""
+    return (
+        f"directory {path} does not exist. Download the dataset with `biobench download {task} --dir {path}`, "
+        f"or write a small generated copy with `biobench fixture {task} --dir {path}`."
+    )
 
 
 def _build(cls, table: Mapping[str, object], where: _Where, name: str, base: Path):

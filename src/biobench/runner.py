@@ -118,6 +118,11 @@ def load_plugins(plugins: Sequence[str], base: Path) -> None:
             raise ConfigError(f"Cannot import plugin '{plugin}': {type(err).__name__}: {err}") from err
 
 
+def load_model(model: Model, device: str):
+    """The backbone of a cvml `model`, on `device`."""
+    return load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
+
+
 def execute(
     model: Model,
     task_name: str,
@@ -138,7 +143,7 @@ def execute(
     task_cfg = cfg.task_config(task_name)
     images = task.image_set(task_cfg)
     if backbone is None:
-        backbone = load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
+        backbone = load_model(model, device)
     embed_settings = EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys)
     emb = get_features(backbone, images, FeatureCache(s.resolved_cache_dir()), embed_settings)
     data_fp = _data_fingerprint(emb.image_set_fingerprint, images)
@@ -237,8 +242,7 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
             remaining = len(items)
             try:
                 if backbone is None:
-                    device = cfg.settings.resolved_device()
-                    backbone = load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
+                    backbone = load_model(model, cfg.settings.resolved_device())
                 for report in execute(
                     model, task_name, [p.experiment for p in items], cfg, [p.key for p in items], backbone=backbone
                 ):
