@@ -34,7 +34,7 @@ def test_grid_is_cartesian_product_of_models_and_list_keys(config_file, newt_dir
     cfg = config.load(path)
     assert len(cfg.experiments) == 2 * 3 * 2
     combos = {(e.model.name, e.n_train, e.seed) for e in cfg.experiments}
-    assert ("timm:resnet18", -1, 7) in combos and ("builtin:pixel-stats", 1, 0) in combos
+    assert ("timm:resnet18#random-init", -1, 7) in combos and ("builtin:pixel-stats", 1, 0) in combos
     assert {e.model for e in cfg.experiments} == {Model("builtin", "pixel-stats"), Model("timm", "resnet18", pretrained=False)}
     assert cfg.settings.batch_size == 16
     assert cfg.data == {"newt": newt_dir}
@@ -198,3 +198,30 @@ def test_readme_documents_every_setting_and_the_two_setup_commands():
     quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
     commands = [line.split("#")[0].strip() for line in quickstart.split("```sh", 1)[1].split("```", 1)[0].splitlines() if line.strip()]
     assert commands == ["make demo", "make test"]
+
+
+def test_repeated_grid_points_run_once_and_random_init_is_its_own_model(config_file, newt_dir):
+    from biobench import runner
+
+    cfg = config.load(
+        config_file(
+            f"""
+            n_train = [4, 4]
+            [[models]]
+            org = "timm"
+            ckpt = "resnet18"
+            [[models]]
+            org = "timm"
+            ckpt = "resnet18"
+            [[models]]
+            org = "timm"
+            ckpt = "resnet18"
+            pretrained = false
+            [data]
+            newt = "{newt_dir}"
+            """
+        )
+    )
+    assert len(cfg.experiments) == 2
+    keys = [p.key for p in runner.plan(cfg)]
+    assert len(set(keys)) == 2 and {k.model for k in keys} == {"timm:resnet18", "timm:resnet18#random-init"}

@@ -59,8 +59,14 @@ class Model:
     """Load pretrained weights; false builds a seeded random initialisation (baselines, offline tests)."""
 
     @property
+    def key_ckpt(self) -> str:
+        """The checkpoint as results record it: `ckpt`, marked `#random-init` when pretrained is false,
+        so random and pretrained weights of one architecture never share (or skip) a result."""
+        return self.ckpt if self.pretrained else f"{self.ckpt}#random-init"
+
+    @property
     def name(self) -> str:
-        return f"{self.org}:{self.ckpt}"
+        return f"{self.org}:{self.key_ckpt}"
 
     @classmethod
     def parse(cls, spec: str, **kwargs) -> Model:
@@ -248,10 +254,13 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         settings = dataclasses.replace(settings, report_to=base / settings.report_to)
 
     names = list(axes)
+    # dict.fromkeys drops repeats (a model listed twice, n_train = [4, 4]) and keeps order.
     experiments = tuple(
-        Experiment(model=m, **dict(zip(names, combo)))
-        for m in models
-        for combo in itertools.product(*(axes[n] for n in names))
+        dict.fromkeys(
+            Experiment(model=m, **dict(zip(names, combo)))
+            for m in models
+            for combo in itertools.product(*(axes[n] for n in names))
+        )
     )
     return Config(experiments, data, task_options, settings, source)
 

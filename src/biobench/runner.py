@@ -74,14 +74,15 @@ class Summary:
 def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
     """Every (task, experiment) pair with its status; nothing is run."""
     done = store.done_keys() if store is not None else set()
+    protocols = {
+        name: protocol(task, cfg.task_config(name)) if name in cfg.data else f"{name}/v{task.VERSION}"
+        for name, task in TASKS.items()
+    }
     out = []
-    seen: set[ExperimentKey] = set()
     for exp in cfg.experiments:
         for name in sorted(TASKS):
-            task = TASKS[name]
-            proto = protocol(task, cfg.task_config(name)) if name in cfg.data else f"{name}/v{task.VERSION}"
             m = exp.model
-            key = ExperimentKey(name, m.org, m.ckpt, m.method, exp.n_train, exp.seed, proto)
+            key = ExperimentKey(name, m.org, m.key_ckpt, m.method, exp.n_train, exp.seed, protocols[name])
             if name not in cfg.data:
                 status: Status = "no data"
             elif not has_code(name, m.method):
@@ -90,9 +91,6 @@ def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
                 status = "done"
             else:
                 status = "run"
-            if key in seen:  # the same model listed twice in a config
-                continue
-            seen.add(key)
             out.append(Planned(name, exp, key, status))
     return out
 
