@@ -350,3 +350,35 @@ def test_bundle_rejects_a_bad_reference(tmp_path):
     with pytest.raises(DataError, match="group 'major' has 0 hybrid"):
         bundle.build_bundle(tmp_path / "b", val_ref=ref)
     assert not (tmp_path / "b").exists()
+
+
+def test_download_lays_out_the_task_and_checks_md5(tmp_path):
+    """The real download path, with a local "remote" (file:// URLs) standing in for GitHub and Zenodo."""
+    import polars as pl
+
+    remote = tmp_path / "remote"
+    hybrids.make_fixture(remote, seed=1)
+    csv_urls = {}
+    for name, split in ((hybrids.TRAIN_CSV, "train"), ("ref_val.csv", "val"), ("ref_test.csv", "test")):
+        df = pl.read_csv(remote / name, infer_schema=False)
+        # Zenodo serves each image under another name; the CSV's `filename` is where it goes.
+        urls = []
+        for f in df["filename"]:
+            served = remote / "zenodo" / f"{split}-{len(urls)}.bin"
+            served.parent.mkdir(exist_ok=True)
+            served.write_bytes((remote / split / f).read_bytes())
+            urls.append(served.as_uri())
+        df.with_columns(file_url=pl.Series(urls)).write_csv(remote / f"served-{name}")
+        csv_urls[name] = (remote / f"served-{name}").as_uri()
+    local = tmp_path / "local"
+    hybrids.download(local, csv_urls=csv_urls)
+    images = hybrids.image_set(hybrids.Config(data=local))
+    assert len(images) == 80 + 98 and all(Path(p).is_file() for p in images.paths)
+
+    # A corrupted training image on the "server" fails its md5 and is named.
+    train = pl.read_csv(remote / f"served-{hybrids.TRAIN_CSV}", infer_schema=False)
+    victim = Path(train["file_url"][0].removeprefix("file://"))
+    victim.write_bytes(b"corrupt")
+    (local / "train" / train["filename"][0]).unlink()
+    with pytest.raises(DataError, match=r"(?s)1 of 258 hybrids images failed to download.*CAM010000.jpg.*md5"):
+        hybrids.download(local, csv_urls=csv_urls)

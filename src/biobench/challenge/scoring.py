@@ -220,13 +220,16 @@ def challenge_metrics(
     labels: Int[np.ndarray, " n"],
     groups: Int[np.ndarray, " n"],
     weights: Int[np.ndarray, "b n"] | None = None,
+    *,
+    roc: bool = True,
 ) -> dict[str, Float[np.ndarray, " b"]]:
     """Every metric of the challenge, for each row of `weights` (bootstrap counts; None = each example once).
 
     Returns flat keys: the leaderboard keys (see `LEADERBOARD_KEYS`) and `A.*` / `mimic.*`
     details (threshold_pred, threshold_recall, hybrid_recall, hybrid_precision, f1_score,
     accuracy, prc_auc, roc_auc; A also major_/minor_ prc_auc and roc_auc). A value is NaN
-    where its weighting leaves a group without hybrids or non-hybrids.
+    where its weighting leaves a group without hybrids or non-hybrids. `roc=False` skips
+    the ROC AUCs (not on the leaderboard), which a bootstrap does not need.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
@@ -249,7 +252,8 @@ def challenge_metrics(
         out[f"{prefix}.f1_score"] = np.where(precision + recall > 0, _ratio(2 * precision * recall, precision + recall), 0.0)
         out[f"{prefix}.accuracy"] = _ratio(tp + n_neg_le, n_pos + n_neg)
         out[f"{prefix}.prc_auc"] = average_precision(s, y, w)
-        out[f"{prefix}.roc_auc"] = roc_auc(s, y, w)
+        if roc:
+            out[f"{prefix}.roc_auc"] = roc_auc(s, y, w)
         if prefix == "A":
             for g in (MAJOR, MINOR):
                 sub = groups[is_a] == g
@@ -257,7 +261,8 @@ def challenge_metrics(
                 found, n_h = _count_above(s[sub & y], w[:, sub & y], threshold)
                 out[f"A.{name}_recall"] = _ratio(found, n_h)
                 out[f"A.{name}_prc_auc"] = average_precision(s[sub], y[sub], w[:, sub])
-                out[f"A.{name}_roc_auc"] = roc_auc(s[sub], y[sub], w[:, sub])
+                if roc:
+                    out[f"A.{name}_roc_auc"] = roc_auc(s[sub], y[sub], w[:, sub])
         bad = (n_pos == 0) | (n_neg == 0)
         for key in [k for k in out if k.startswith(prefix + ".")]:
             out[key] = np.where(bad, np.nan, out[key])

@@ -186,7 +186,7 @@ def bootstrap(
     def metric(scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
         b = idx.shape[0]
         counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
-        m = scoring.challenge_metrics(scores, y, groups, counts)
+        m = scoring.challenge_metrics(scores, y, groups, counts, roc=False)
         for k in kept:
             kept[k].append(m[k])
         return m["challenge_score"]
