@@ -382,3 +382,27 @@ def test_download_lays_out_the_task_and_checks_md5(tmp_path):
     (local / "train" / train["filename"][0]).unlink()
     with pytest.raises(DataError, match=r"(?s)1 of 258 hybrids images failed to download.*CAM010000.jpg.*md5"):
         hybrids.download(local, csv_urls=csv_urls)
+
+
+def test_cli_baseline_ingest_score_bundle(hybrids_dir, tmp_path, capsys):
+    sub, res = tmp_path / "sub", tmp_path / "res"
+    assert cli.main([
+        "challenge", "baseline", "--backbone", "builtin:pixel-stats", "--train-csv", str(hybrids_dir / hybrids.TRAIN_CSV),
+        "--images", str(hybrids_dir / "train"), "--out", str(sub), "--classifier", "sgd", "--n-workers", "0",
+    ]) == 0
+    assert json.loads((sub / "metadata.json").read_text())["classifier"] == "sgd"
+    assert cli.main(["challenge", "ingest", "--submission", str(sub), "--images", str(hybrids_dir / "val"), "--out", str(res)]) == 0
+    assert "80 images scored, 0 unreadable" in capsys.readouterr().out
+    assert cli.main([
+        "challenge", "score", "--ref", str(hybrids_dir / "ref_val.csv"), "--pred", str(res / "predictions.txt"),
+        "--out", str(res / "scores.json"),
+    ]) == 0
+    assert json.loads((res / "scores.json").read_text())["challenge_score"] > 0.5
+    assert cli.main(["challenge", "bundle", "--out", str(tmp_path / "b"), "--baseline", str(sub)]) == 0
+    assert (tmp_path / "b" / "competition.yaml").is_file() and (tmp_path / "b" / "baselines" / "sub" / "classifier.pkl").is_file()
+    # Missing training images are named before any model is loaded.
+    assert cli.main([
+        "challenge", "baseline", "--backbone", "builtin:pixel-stats", "--train-csv", str(hybrids_dir / hybrids.TRAIN_CSV),
+        "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "sub2"),
+    ]) == 1
+    assert "80 of 80 images of 'hdr-train' are missing" in capsys.readouterr().err

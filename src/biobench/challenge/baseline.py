@@ -73,6 +73,7 @@ def train_baseline(
     spec = Model.parse(model, pretrained=pretrained)
     image_set = data.training_images(train_csv, images)
     y = data.labels(image_set)
+    image_set.keys()  # missing image files fail now, naming them, before a large model loads
     backbone = load_vision_backbone(spec.org, spec.ckpt, pretrained=spec.pretrained).to(device)
     emb = get_features(backbone, image_set, FeatureCache(cache_dir), EmbedSettings(device, batch_size, n_workers))
     clf = classifier_mod.fit(classifier, emb.features, y, seed=seed, where=str(train_csv))
