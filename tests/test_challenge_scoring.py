@@ -22,6 +22,7 @@ def test_golden_cases_reproduce_expected_values(case):
     d = DATA / "golden" / case
     board, detailed = scoring.score_files(d / "reference.csv", d / "prediction.txt")
     expected = json.loads((d / "gt.json").read_text())
+    assert {g: set(v) for g, v in detailed.items()} == {g: set(v) for g, v in expected.items()}  # same layout
     for group, values in expected.items():
         for key, value in values.items():
             assert detailed[group][key] == pytest.approx(value, abs=1e-9), (case, group, key)

@@ -332,11 +332,22 @@ def download(root: Path, *, csv_urls: dict[str, str] | None = None) -> None:
         ref = pl.read_csv(root / csv_name, infer_schema=False)
         jobs += [(split, f, u, None) for f, u in zip(ref["filename"], ref["file_url"])]
     failed = []
-    for split, filename, url, md5 in jobs:
-        try:
-            dl.fetch(url, root / split / filename, md5=md5 or None, desc=filename)
-        except DataError as err:
-            failed.append(f"{split}/{filename}: {err}")
+    # One progress line for thousands of small files, not one per file.
+    per_file = logging.getLogger("biobench.progress")
+    level = per_file.level
+    per_file.setLevel(logging.WARNING)
+    last = time.monotonic()
+    try:
+        for i, (split, filename, url, md5) in enumerate(jobs):
+            try:
+                dl.fetch(url, root / split / filename, md5=md5 or None, desc=filename)
+            except DataError as err:
+                failed.append(f"{split}/{filename}: {err}")
+            if time.monotonic() - last > 15:
+                last = time.monotonic()
+                logger.info("hybrids images: %d / %d (%d failed)", i + 1, len(jobs), len(failed))
+    finally:
+        per_file.setLevel(level)
     if failed:
         shown = "\n  ".join(failed[:5])
         raise DataError(f"{len(failed)} of {len(jobs)} hybrids images failed to download, e.g.\n  {shown}\nRerun the same command to retry them.")
