@@ -146,8 +146,8 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         "leaderboard": {k: {"score": board[k], "ci_low": intervals[k][0], "ci_high": intervals[k][1]} for k in board},
         "detailed": detailed,
         "bootstrap": {"n_resamples": ctx.n_bootstrap, "n_degenerate": n_bad},
-        "n_train": {"hybrid": int(labels[train_rows].sum()), "non_hybrid": int(len(train_rows) - labels[train_rows].sum())},
-        "n_test": {g: {"hybrid": int(y[groups == i].sum()), "non_hybrid": int((groups == i).sum() - y[groups == i].sum())} for i, g in enumerate(scoring.GROUPS)},
+        "n_train": _counts(labels[train_rows]),
+        "n_test": {g: _counts(y[groups == i]) for i, g in enumerate(scoring.GROUPS)},
     }
     filenames = table["filename"].to_numpy()[test_rows]
     ids = [images.ids[i] for i in test_rows]
@@ -169,6 +169,10 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         seconds_fit=seconds_fit,
         seconds_score=time.perf_counter() - start,
     )
+
+
+def _counts(y: np.ndarray) -> dict[str, int]:
+    return {"hybrid": int(y.sum()), "non_hybrid": int(len(y) - y.sum())}
 
 
 def bootstrap(
