@@ -234,7 +234,7 @@ def test_fixture_and_cache_commands(tmp_path):
     out = run_cli("fixture", "newt", "--dir", str(tmp_path / "fx"), "--seed", "3")
     assert out.returncode == 0 and (tmp_path / "fx" / "newt2021_labels.csv").is_file()
     bad = run_cli("fixture", "newtt", "--dir", str(tmp_path / "fx2"))
-    assert bad.returncode == 1 and "Known tasks: newt" in bad.stderr
+    assert bad.returncode == 1 and "Did you mean 'newt'?" in bad.stderr and "Known tasks:" in bad.stderr
     import biobench
 
     biobench.evaluate("builtin:pixel-stats", "newt", tmp_path / "fx", n_train=4, device="cpu", n_workers=0, n_bootstrap=10)

@@ -1,4 +1,4 @@
-"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache`.
+"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache | challenge`.
 
 Each command is a thin function over the library; errors a user can fix print one clear
 message (no traceback) and exit 1; Ctrl-C exits 130 after saving what is finished.
@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
+from biobench.challenge.commands import challenge
 from biobench.errors import BiobenchError
 
 logger = logging.getLogger("biobench")
@@ -198,6 +199,7 @@ COMMANDS = {
     "fixture": fixture,
     "download": download,
     "cache": cache,
+    "challenge": challenge,
 }
 
 

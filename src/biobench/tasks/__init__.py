@@ -6,10 +6,11 @@ import difflib
 from types import ModuleType
 
 from biobench.errors import ConfigError
-from biobench.tasks import newt
+from biobench.tasks import hybrids, newt
 from biobench.tasks.base import EvalContext, TaskReport, protocol_id
 
 TASKS: dict[str, ModuleType] = {newt.NAME: newt}
+TASKS[hybrids.NAME] = hybrids
 
 
 def get_task(name: str) -> ModuleType:
