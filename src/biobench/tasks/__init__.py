@@ -6,10 +6,10 @@ import difflib
 from types import ModuleType
 
 from biobench.errors import ConfigError
-from biobench.tasks import newt
+from biobench.tasks import ages, newt
 from biobench.tasks.base import EvalContext, TaskReport, protocol_id
 
-TASKS: dict[str, ModuleType] = {newt.NAME: newt}
+TASKS: dict[str, ModuleType] = {newt.NAME: newt, ages.NAME: ages}
 
 
 def get_task(name: str) -> ModuleType:
