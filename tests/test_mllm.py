@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 
 import numpy as np
 import pytest
 
-from biobench import config, report, runner
+from biobench import cli, config, report, runner
 from biobench.config import Model
 from biobench.errors import BiobenchError, ConfigError
 from biobench.mllm import prompts, registry
@@ -16,6 +17,7 @@ from biobench.mllm.client import Budget, Client, redact
 from biobench.store import Store
 from biobench.tasks import newt
 from biobench.tasks.base import EvalContext
+from tests.conftest import run_cli
 from tests.mllm_server import mllm_server  # noqa: F401  (pytest fixture)
 
 FAST = dict(max_rps=500.0, parallel=8, backoff_s=0.01, max_backoff_s=0.05, timeout_s=5.0)
@@ -420,3 +422,54 @@ def test_schema_1_database_opens_and_gains_the_new_columns(tmp_path):
         assert row["score"] == 0.7 and row["cost_usd"] is None and row["prompting"] is None
         assert store.n_answers() == 0
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+# End to end, through the CLI
+
+
+def test_cli_runs_a_probe_and_an_mllm_and_reports_both(mllm_server, newt_dir, config_file, tmp_path, capsys):
+    path = config_file(f"""
+        device = "cpu"
+        n_workers = 0
+        n_jobs = 1
+        n_bootstrap = 100
+        n_train = 4
+        [[models]]
+        org = "builtin"
+        ckpt = "pixel-stats"
+        [[models]]
+        org = "local"
+        ckpt = "test-vlm"
+        method = "mllm"
+        base_url = "{mllm_server.url}"
+        context_tokens = 100000
+        usd_per_m_input = 1.0
+        usd_per_m_output = 2.0
+        max_rps = 500.0
+        parallel = 8
+        [data]
+        newt = "{newt_dir}"
+        [newt]
+        tasks = {list(TWO_TASKS)!r}
+        """.replace("'", '"'))
+    out = run_cli("run", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "0 done, 2 run" in out.stdout and "$0.0408 spent" in out.stdout  # 40 answers x $0.00102
+    db = tmp_path / "results" / "results.sqlite"
+    out = run_cli("report", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "$/answer" in lines[0]
+    cv = next(l for l in lines if "builtin:pixel-stats" in l)
+    llm = next(l for l in lines if "local:test-vlm" in l)
+    assert "cvml" in cv and "mllm/single" in llm and "0.001020" in llm
+    rows = json.loads(run_cli("report", "--db", str(db), "--format", "json").stdout)
+    assert {(r["model"], r["method"], r["n_train"], r["n_test"]) for r in rows} == {
+        ("builtin:pixel-stats", "cvml", 4, 40),
+        ("local:test-vlm", "mllm", 4, 40),
+    }
+    # A budget already spent on the first answer stops the run with exit code 3, and nothing is lost.
+    more = config_file(path.read_text().replace("n_train = 4", "n_train = 2"), name="more.toml")
+    assert cli.main(["run", str(more), "--max-usd", "0.001"]) == 3
+    assert "budget reached" in capsys.readouterr().out
+    assert len(report.load(db)) == 3  # the new probe row is stored; the MLLM one is left for a rerun

@@ -12,7 +12,9 @@ NeWT label (adult vs not adult, in `text_label`) picks the images of three setti
 Data: the NeWT directory itself (`newt2021_labels.csv`, `newt2021_images/`).
 
 Protocol (features): L2-normalise, centre on the setting's training mean, L2-normalise
-again, then NeWT's SVM search (`biobench.probes.svm`), multi-class. `n_train` is the
+again, then NeWT's SVM search (`biobench.probes.svm`), multi-class; when some species has
+fewer than 5 training images (the search's folds), a plain linear SVC, as NeWT does below
+10 images. `n_train` is the
 number of training images per setting, sampled class-balanced over species and seeded
 per (seed, setting); -1 = all. Protocol (MLLM): the same settings as 12-way questions,
 with `n_train` in-context examples (`biobench.mllm.evaluate`).
@@ -133,9 +135,24 @@ def _report(parts: list[tuple[str, list[str], np.ndarray, list[dict]]], ctx: Eva
     )
 
 
-def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
+SEARCH_FOLDS = 5
+"""The NeWT search's stratified folds: it needs at least this many training images of every species."""
+
+
+def _probe(x_train, y_train, x_test, seed: int) -> tuple[np.ndarray, dict]:
+    """NeWT's SVM protocol; with fewer than `SEARCH_FOLDS` images of some species (12 classes make small
+    `n_train` common), the protocol's small-data probe (a linear SVC) instead, since 5-fold search cannot run."""
     from biobench.probes import svm  # scikit-learn loads only when a probe is fit
 
+    counts = np.unique(y_train, return_counts=True)[1]
+    if len(counts) > 1 and counts.min() < SEARCH_FOLDS:
+        import sklearn.svm
+
+        return sklearn.svm.SVC(kernel="linear").fit(x_train, y_train).predict(x_test), {"svc__kernel": "linear", "svc__C": 1.0}
+    return svm.fit_predict(x_train, y_train, x_test, seed=seed)
+
+
+def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
     df = images.table if images.table is not None else read_labels(cfg)
     x = _normalize(np.asarray(features, dtype=np.float64))
     y = df["species"].to_numpy()
@@ -149,7 +166,7 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         train = train[balanced_sample(y[train], ctx.n_train, task_rng(ctx.seed, name))]
         mean = x[train].mean(axis=0, keepdims=True)
         start = time.perf_counter()
-        pred, params = svm.fit_predict(_normalize(x[train] - mean), y[train], _normalize(x[test] - mean), seed=ctx.seed)
+        pred, params = _probe(_normalize(x[train] - mean), y[train], _normalize(x[test] - mean), ctx.seed)
         seconds_fit += time.perf_counter() - start
         n_used = max(n_used, len(train))
         parts.append((
