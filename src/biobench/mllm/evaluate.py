@@ -90,52 +90,54 @@ def choose_shots(group: Group, n_train: int, seed: int) -> Int[np.ndarray, " k"]
 
 
 def classify(client: Client, groups: Sequence[Group], ctx: EvalContext) -> list[Outcome]:
-    """Prompt the model once per test image of every group; outcomes in group, then test order."""
+    """Prompt the model once per test image of every group; outcomes in group, then test order.
+
+    Groups are sent one after another (each group's requests concurrently), so memory
+    holds one group's encoded images, not a whole dataset's.
+    """
+    outcomes: list[Outcome] = []
+    for group in groups:
+        outcomes += _classify_group(client, group, ctx)
+    return outcomes
+
+
+def _classify_group(client: Client, group: Group, ctx: EvalContext) -> list[Outcome]:
     m = client.model
-    images: dict[Path, str] = {}
+    n_test = min(len(group.test_ids), DEBUG_N_TEST) if ctx.debug else len(group.test_ids)
+    if n_test == 0:
+        return []
 
     def url(path: Path) -> str:
-        if path not in images:
-            images[path] = prompts.encode_image(Path(path), max_side=m.max_image_side)
-        return images[path]
+        return prompts.encode_image(Path(path), max_side=m.max_image_side)
 
-    requests: list[list[dict]] = []
-    meta: list[tuple[str, str, int, int]] = []
-    unfit: list[tuple[str, str, int]] = []
-    for group in groups:
-        chosen = choose_shots(group, ctx.n_train, ctx.seed) if ctx.n_train != 0 else np.arange(0)
-        shots = [prompts.Shot(url(group.train_paths[i]), group.classnames[group.train_labels[i]]) for i in chosen]
-        n_test = min(len(group.test_ids), DEBUG_N_TEST) if ctx.debug else len(group.test_ids)
-        if n_test == 0:
+    chosen = choose_shots(group, ctx.n_train, ctx.seed) if ctx.n_train != 0 else np.arange(0)
+    shots = [prompts.Shot(url(group.train_paths[i]), group.classnames[group.train_labels[i]]) for i in chosen]
+    # Shots cost the same tokens in every prompt of the group: count each once.
+    queries = [url(p) for p in group.test_paths[:n_test]]
+    probe_text = prompts.question(group.classnames, np.random.default_rng(0))
+    per_shot = prompts.shot_tokens(shots, probe_text, m.prompting, client.token_model, queries[0])
+    requests, meta, unfit, capped = [], [], [], None
+    for j, query in enumerate(queries):
+        example_id, label = group.test_ids[j], int(group.test_labels[j])
+        text = prompts.question(group.classnames, prompts.example_rng(ctx.seed, f"{group.name}/{example_id}"))
+        query_tokens = prompts.count_tokens(prompts.messages([], query, text, m.prompting), client.token_model)
+        k = prompts.n_fitting(query_tokens, per_shot, client.spec.context_tokens, m.max_output_tokens)
+        if k < 0:
+            unfit.append((example_id, label))
             continue
-        # Shots cost the same tokens in every prompt of the group: count each once.
-        probe_text = prompts.question(group.classnames, np.random.default_rng(0))
-        per_shot = prompts.shot_tokens(shots, probe_text, m.prompting, client.token_model, url(group.test_paths[0]))
-        capped = None
-        for j in range(n_test):
-            example_id = group.test_ids[j]
-            query = url(group.test_paths[j])
-            text = prompts.question(group.classnames, prompts.example_rng(ctx.seed, f"{group.name}/{example_id}"))
-            query_tokens = prompts.count_tokens(prompts.messages([], query, text, m.prompting), client.token_model)
-            k = prompts.n_fitting(query_tokens, per_shot, client.spec.context_tokens, m.max_output_tokens)
-            if k < 0:
-                unfit.append((example_id, group.name, int(group.test_labels[j])))
-                continue
-            if k < len(shots):
-                capped = k if capped is None else min(capped, k)
-            requests.append(prompts.messages(shots[:k], query, text, m.prompting))
-            meta.append((example_id, group.name, int(group.test_labels[j]), k))
-        if capped is not None:
-            logger.info("%s: the context window (%d tokens) fits %d of %d in-context examples.", group.name, client.spec.context_tokens, capped, len(shots))
+        if k < len(shots):
+            capped = k if capped is None else min(capped, k)
+        requests.append(prompts.messages(shots[:k], query, text, m.prompting))
+        meta.append((example_id, label, k))
+    if capped is not None:
+        logger.info("%s: the context window (%d tokens) fits %d of %d in-context examples.", group.name, client.spec.context_tokens, capped, len(shots))
     answers = client.answer_all(requests)
-    by_group = {g.name: g for g in groups}
     outcomes = []
-    for (example_id, name, label, k), answer in zip(meta, answers, strict=True):
-        pred, parsed = prompts.parse_answer(answer.text, by_group[name].classnames)
-        outcomes.append(Outcome(example_id, name, label, pred, parsed, k, answer))
+    for (example_id, label, k), answer in zip(meta, answers, strict=True):
+        pred, parsed = prompts.parse_answer(answer.text, group.classnames)
+        outcomes.append(Outcome(example_id, group.name, label, pred, parsed, k, answer))
     reason = f"the prompt with no examples is longer than the context window ({client.spec.context_tokens} tokens)"
-    outcomes += [Outcome(i, name, label, None, False, 0, Answer(None, error=reason)) for i, name, label in unfit]
-    return outcomes
+    return outcomes + [Outcome(i, group.name, label, None, False, 0, Answer(None, error=reason)) for i, label in unfit]
 
 
 @dataclasses.dataclass(frozen=True)
