@@ -322,6 +322,30 @@ def test_budget_stops_cleanly_and_a_rerun_resumes_without_resending(mllm_server,
     assert third.done == 1 and third.run == 0 and len(mllm_server.state.records) == sent_first + resent
 
 
+def test_an_interrupted_run_resumes_without_resending(mllm_server, newt_dir, config_file, tmp_path, monkeypatch):
+    from biobench.mllm import evaluate
+
+    cfg = config.load(mllm_config(config_file, mllm_server, newt_dir))
+    real = evaluate._classify_group
+    calls = []
+
+    def classify_then_interrupt(client, group, ctx):  # Ctrl-C once the first sub-task's answers are in
+        calls.append(group.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(client, group, ctx)
+
+    monkeypatch.setattr(evaluate, "_classify_group", classify_then_interrupt)
+    first = runner.run(cfg)
+    monkeypatch.setattr(evaluate, "_classify_group", real)
+    assert first.interrupted and first.run == 0
+    sent_first = len(mllm_server.state.records)
+    with Store(tmp_path / "results" / "results.sqlite") as store:
+        assert store.rows() == [] and store.n_answers() == 20 == sent_first and store.claims() == []
+    second = runner.run(cfg)
+    assert second.run == 1 and len(mllm_server.state.records) - sent_first == 20
+
+
 def test_prompting_mode_is_part_of_the_experiment_key(mllm_server, newt_dir, config_file, tmp_path):
     single = config.load(mllm_config(config_file, mllm_server, newt_dir, tasks=TWO_TASKS[:1], name="s.toml"))
     multi = config.load(mllm_config(config_file, mllm_server, newt_dir, tasks=TWO_TASKS[:1], name="m.toml", model_extra='prompting = "multi"'))
