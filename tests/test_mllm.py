@@ -52,12 +52,19 @@ def run_newt(server, data, *, n_train=8, tasks=(), debug=False, **model_kw):
         ("Not **merlin** but **American kestrel**", (0, True)),  # the last bold phrase is the answer
         ("american kestrel", (0, True)),  # no bold, but exactly one class named
         ("It is an American kestrel, not a merlin.", (0, False)),  # names both: closest guess, parse failed
+        ("**Answer:** merlin", (1, True)),  # a bold label that names no class is skipped
+        ("**Merlins**", (1, True)),  # close enough
         ("", (None, False)),
         (None, (None, False)),
     ],
 )
 def test_parse_answer(text, expected):
     assert prompts.parse_answer(text, ("American kestrel", "merlin")) == expected
+
+
+def test_a_bold_answer_naming_no_class_is_a_failed_parse():
+    pred, parsed = prompts.parse_answer("**sparrow**", ("American kestrel", "merlin"))
+    assert pred in (0, 1) and not parsed
 
 
 def test_parse_prefers_the_longer_of_nested_names():

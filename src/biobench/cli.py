@@ -89,6 +89,11 @@ def models() -> int:
         "\nExamples: open-clip:ViT-B-16/openai  open-clip:hf-hub:imageomics/bioclip  "
         "timm:vit_base_patch14_reg4_dinov2.lvd142m  torchvision:resnet50/IMAGENET1K_V2  builtin:pixel-stats"
     )
+    from biobench.mllm.registry import REGISTRY
+
+    print('\nMultimodal LLMs (method = "mllm"; others need context_tokens in their [[models]] entry):')
+    for (org, ckpt), spec in sorted(REGISTRY.items()):
+        print(f"  {org}:{ckpt:<42} {spec.context_tokens:>9,} tokens  ${spec.usd_per_m_input}/${spec.usd_per_m_output} per M in/out")
     return 0
 
 

@@ -130,13 +130,19 @@ def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", s.lower())).strip()
 
 
-def _closest(text: str, classnames: Sequence[str]) -> int:
+def _closest(text: str, classnames: Sequence[str]) -> tuple[int, float]:
+    """(index, similarity in [0, 1]) of the class name closest to `text`."""
     normed = [_norm(c) for c in classnames]
     t = _norm(text)
     if t in normed:
-        return normed.index(t)
+        return normed.index(t), 1.0
     ratios = [difflib.SequenceMatcher(None, t, c).ratio() for c in normed]
-    return int(np.argmax(ratios))
+    best = int(np.argmax(ratios))
+    return best, float(ratios[best])
+
+
+CLOSE_ENOUGH = 0.6
+"""Similarity at which a bold phrase counts as naming a class (typos, plurals, articles)."""
 
 
 def _mentioned(text: str, classnames: Sequence[str]) -> list[int]:
@@ -149,17 +155,22 @@ def _mentioned(text: str, classnames: Sequence[str]) -> list[int]:
 def parse_answer(text: str | None, classnames: Sequence[str]) -> tuple[int | None, bool]:
     """(class index, parsed cleanly) for an answer.
 
-    The answer in bold (the last bold phrase, so "not **A** but **B**" reads B) is
-    mapped to the closest class name: parsed. Without bold, a text naming exactly one
-    class is parsed too; otherwise the class closest to the whole text is taken and the
+    A bold phrase (the last one that names a class, so "not **A** but **B**" reads B) is
+    mapped to the class it names or resembles: parsed. Otherwise a text naming exactly one
+    class is parsed too. Failing both, the class closest to the answer is taken and the
     parse counts as failed. An empty answer predicts nothing.
     """
     if not text or not text.strip():
         return None, False
     found = re.findall(r"\*\*(.+?)\*\*", text, flags=re.DOTALL)
-    if found:
-        return _closest(found[-1], classnames), True
+    for phrase in reversed(found):  # e.g. "**Answer:** merlin" has a bold phrase that names nothing
+        named = _mentioned(phrase, classnames)
+        best, similarity = _closest(phrase, classnames)
+        if similarity == 1.0 or len(named) != 1 and similarity >= CLOSE_ENOUGH:
+            return best, True
+        if len(named) == 1:
+            return named[0], True
     named = _mentioned(text, classnames)
     if len(named) == 1:
         return named[0], True
-    return _closest(text, classnames), False
+    return _closest(found[-1] if found else text, classnames)[0], False

@@ -29,7 +29,6 @@ class MllmSpec:
 REGISTRY: dict[tuple[str, str], MllmSpec] = {
     # OpenRouter, open weights
     ("openrouter", "meta-llama/llama-3.2-11b-vision-instruct"): MllmSpec(16_384, 0.055, 0.055),
-    ("openrouter", "meta-llama/llama-3.2-90b-vision-instruct"): MllmSpec(131_072, 0.9, 0.9),
     ("openrouter", "qwen/qwen-2-vl-7b-instruct"): MllmSpec(4_096, 0.1, 0.1),
     ("openrouter", "qwen/qwen2.5-vl-72b-instruct"): MllmSpec(32_000, 0.7, 0.7),
     # OpenRouter, proprietary
