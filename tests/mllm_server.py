@@ -26,7 +26,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from aiohttp import web
 from PIL import Image
 
@@ -216,12 +215,9 @@ class Server:
 _SERVER: Server | None = None
 
 
-@pytest.fixture
-def mllm_server():
-    """The test server (started once per session), with its script and records reset for each test."""
+def shared_server() -> Server:
+    """The test server, started on first use and kept for the session (tests reset its state)."""
     global _SERVER
     if _SERVER is None:
         _SERVER = Server().start()
-    _SERVER.state.reset()
-    yield _SERVER
-    _SERVER.state.reset()
+    return _SERVER

@@ -16,7 +16,6 @@ from biobench.store import Store
 from biobench.tasks import ages, newt
 from biobench.tasks.base import EvalContext
 from tests.conftest import run_cli
-from tests.mllm_server import mllm_server  # noqa: F401  (pytest fixture)
 
 
 @pytest.fixture(scope="module")

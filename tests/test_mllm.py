@@ -18,7 +18,6 @@ from biobench.store import Store
 from biobench.tasks import newt
 from biobench.tasks.base import EvalContext
 from tests.conftest import run_cli
-from tests.mllm_server import mllm_server  # noqa: F401  (pytest fixture)
 
 FAST = dict(max_rps=500.0, parallel=8, backoff_s=0.01, max_backoff_s=0.05, timeout_s=5.0)
 TWO_TASKS = ("ml_tag_nest", "fgvcx_plant_pathology_healthy_vs_sick")
@@ -301,6 +300,7 @@ def mllm_config(config_file, server, data, *, extra="", tasks=TWO_TASKS, name="m
     )
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")  # litellm calls cancelled at the stop
 def test_budget_stops_cleanly_and_a_rerun_resumes_without_resending(mllm_server, newt_dir, config_file, tmp_path):
     cfg = config.load(mllm_config(config_file, mllm_server, newt_dir))
     per_answer = (1000 * 1.0 + 10 * 2.0) / 1e6

@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import json
 import logging
-import os
 import sys
 import traceback
 import uuid
@@ -252,14 +251,12 @@ def execute_mllm(
 def check_mllm_models(cfg: Config, *, need_keys: bool, max_usd: float | None = None) -> None:
     """Fail before any work on an MLLM entry that cannot run: unknown context window, missing key, no price for a budget."""
     from biobench.mllm import registry
+    from biobench.mllm.client import api_key
 
     for model in dict.fromkeys(e.model for e in cfg.experiments if e.model.method == "mllm"):
         spec = registry.resolve(model)
-        if need_keys and model.api_key_env and not os.environ.get(model.api_key_env):
-            raise ConfigError(
-                f"Model {model.name}: the environment variable {model.api_key_env} (its api_key_env) is not set; "
-                f"export {model.api_key_env}=<your key> before running."
-            )
+        if need_keys:
+            api_key(model)
         if max_usd is not None and (spec.usd_per_m_input is None or spec.usd_per_m_output is None):
             raise ConfigError(
                 f"--max-usd needs prices, and model {model.name} has none: add usd_per_m_input and usd_per_m_output "

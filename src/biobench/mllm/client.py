@@ -191,6 +191,20 @@ def _retry_after(err: Exception) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
+def api_key(model: Model) -> str | None:
+    """The key from the variable `model.api_key_env` names (None when it names none); a `ConfigError` naming
+    the variable (never a value) when it is unset."""
+    if not model.api_key_env:
+        return None
+    key = os.environ.get(model.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"Model {model.name}: the environment variable {model.api_key_env} (its api_key_env) is not set; "
+            f"export {model.api_key_env}=<your key> before running."
+        )
+    return key
+
+
 class Client:
     """Sends chat-completions requests for one `[[models]]` entry with method = "mllm"."""
 
@@ -210,16 +224,8 @@ class Client:
         self.cache = cache
         self.budget = budget if budget is not None else Budget()
         self.stats = Stats()
-        self._api_key: str | None = None
-        if model.api_key_env:
-            key = os.environ.get(model.api_key_env)
-            if not key:
-                raise ConfigError(
-                    f"Model {model.name}: the environment variable {model.api_key_env} (its api_key_env) is not set; "
-                    f"export {model.api_key_env}=<your key> before running."
-                )
-            self._api_key = key
-        elif model.base_url:
+        self._api_key = api_key(model)
+        if self._api_key is None and model.base_url:
             self._api_key = "none"  # local servers ignore it; never forward a provider's key to another host
         self.route = f"openai/{model.ckpt}" if model.base_url else f"{model.org}/{model.ckpt}"
         self._rng = random.Random(seed)  # backoff jitter only; answers do not depend on it

@@ -114,7 +114,9 @@ def _normalize(x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _report(parts: list[tuple[str, list[str], np.ndarray, list[dict]]], ctx: EvalContext, n_train_actual: int, **extra) -> TaskReport:
+def _report(
+    parts: list[tuple[str, list[str], np.ndarray, list[dict]]], ctx: EvalContext, n_train_actual: int, params=None, **extra
+) -> TaskReport:
     """A TaskReport from per-setting (name, image ids, 0/1 scores, infos): headline = adult -> not_adult."""
     by_name = {name: scores for name, _, scores, _ in parts}
     if HEADLINE not in by_name or len(by_name[HEADLINE]) == 0:
@@ -130,7 +132,13 @@ def _report(parts: list[tuple[str, list[str], np.ndarray, list[dict]]], ctx: Eva
         example_ids=[f"{name}:{i}" for name, ids, _, _ in parts for i in ids],
         example_scores=np.concatenate([s for _, _, s, _ in parts]),
         example_info=[item for _, _, _, infos in parts for item in infos],
-        sub_scores={"setting": {n: {"accuracy": float(s.mean()), "n_test": len(s)} for n, s in by_name.items() if len(s)}},
+        sub_scores={
+            "setting": {
+                n: {"accuracy": float(s.mean()), "n_test": len(s)} | ({"params": params[n]} if params else {})
+                for n, s in by_name.items()
+                if len(s)
+            }
+        },
         **extra,
     )
 
@@ -157,7 +165,7 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
     x = _normalize(np.asarray(features, dtype=np.float64))
     y = df["species"].to_numpy()
     ids = df["id"].to_list()
-    parts, n_used, seconds_fit = [], 0, 0.0
+    parts, n_used, seconds_fit, chosen = [], 0, 0.0, {}
     for train_stage, test_stage in SETTINGS:
         name = setting_name(train_stage, test_stage)
         train, test = split_rows(df, train_stage, test_stage)
@@ -168,14 +176,14 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         start = time.perf_counter()
         pred, params = _probe(_normalize(x[train] - mean), y[train], _normalize(x[test] - mean), ctx.seed)
         seconds_fit += time.perf_counter() - start
-        n_used = max(n_used, len(train))
+        n_used, chosen[name] = max(n_used, len(train)), params
         parts.append((
             name,
             [ids[i] for i in test],
             (pred == y[test]).astype(np.float64),
             [{"setting": name, "label": int(t), "pred": int(p)} for t, p in zip(y[test], pred)],
         ))
-    return _report(parts, ctx, n_used, seconds_fit=seconds_fit)
+    return _report(parts, ctx, n_used, chosen, seconds_fit=seconds_fit)
 
 
 def evaluate_mllm(cfg: Config, client, ctx: EvalContext) -> TaskReport:
