@@ -63,3 +63,14 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
         cwd=cwd,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def mllm_server():
+    """A real OpenAI-compatible chat-completions server on 127.0.0.1 (tests/mllm_server.py), reset for each test."""
+    from tests.mllm_server import shared_server
+
+    server = shared_server()
+    server.state.reset()
+    yield server
+    server.state.reset()

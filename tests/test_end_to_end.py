@@ -88,11 +88,11 @@ def test_dry_run_says_why_things_are_skipped(config_file, newt_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert any(l.split()[0] == "run" and "builtin:pixel-stats" in l for l in lines)
-    assert any(l.startswith("no code") and "openai:gpt-4o-mini" in l for l in lines)
-    assert "1 would run" in out.stdout
+    assert any(l.split()[0] == "run" and "openai:gpt-4o-mini (mllm)" in l and "|mllm-single" in l for l in lines)
+    assert "2 would run" in out.stdout
     assert not (tmp_path / "results" / "results.sqlite").exists()  # a dry run writes nothing
 
-    runner.run(config.load(path))
+    runner.run(config.load(newt_config(config_file, newt_dir, extra="n_train = 4", name="cv.toml")))  # same results dir
     out = run_cli("run", str(path), "--dry-run")
     assert any(l.split()[0] == "done" and "builtin:pixel-stats" in l for l in out.stdout.splitlines())
 

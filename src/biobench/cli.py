@@ -21,19 +21,22 @@ from biobench.errors import BiobenchError
 logger = logging.getLogger("biobench")
 
 
-def run(config: tyro.conf.Positional[Path], dry_run: bool = False) -> int:
+def run(config: tyro.conf.Positional[Path], dry_run: bool = False, max_usd: float | None = None) -> int:
     """Run every experiment of a config that is not already in its results database.
 
     Args:
         config: The TOML config file (see README: [[models]], [data], n_train, seeds, ...).
         dry_run: Print what would run, and why the rest is skipped (done / no data / no code), then stop.
+        max_usd: Stop cleanly once MLLM requests have cost this many US dollars (exit code 3); a rerun resumes.
     """
     from biobench import config as config_mod
     from biobench import runner
 
-    summary = runner.run(config_mod.load(config), dry_run=dry_run)
+    summary = runner.run(config_mod.load(config), dry_run=dry_run, max_usd=max_usd)
     if summary.interrupted:
         return 130
+    if summary.budget_stopped:
+        return 3
     if summary.failed:
         print(f"{summary.failed} experiment(s) failed:", file=sys.stderr)
         for err in summary.errors:
@@ -87,6 +90,11 @@ def models() -> int:
         "\nExamples: open-clip:ViT-B-16/openai  open-clip:hf-hub:imageomics/bioclip  "
         "timm:vit_base_patch14_reg4_dinov2.lvd142m  torchvision:resnet50/IMAGENET1K_V2  builtin:pixel-stats"
     )
+    from biobench.mllm.registry import REGISTRY
+
+    print('\nMultimodal LLMs (method = "mllm"; others need context_tokens in their [[models]] entry):')
+    for (org, ckpt), spec in sorted(REGISTRY.items()):
+        print(f"  {org}:{ckpt:<42} {spec.context_tokens:>9,} tokens  ${spec.usd_per_m_input}/${spec.usd_per_m_output} per M in/out")
     return 0
 
 

@@ -58,6 +58,43 @@ class Model:
     pretrained: bool = True
     """Load pretrained weights; false builds a seeded random initialisation (baselines, offline tests)."""
 
+    # Multimodal LLMs (method = "mllm") only; see `biobench.mllm`.
+    base_url: str | None = None
+    """OpenAI-compatible endpoint, e.g. "http://localhost:8000/v1" for vLLM or Ollama; default: the provider's own."""
+    api_key_env: str | None = None
+    """NAME of the environment variable holding the API key (never the key itself); default: the provider's usual variable, e.g. OPENROUTER_API_KEY."""
+    parallel: int = 4
+    """Requests in flight at once."""
+    max_rps: float = 2.0
+    """Requests started per second, at most (retries included)."""
+    prompting: Literal["single", "multi"] = "single"
+    """In-context examples in one user turn ("single") or as alternating user/assistant turns ("multi"); part of the experiment key."""
+    context_tokens: int | None = None
+    """Context window in tokens; required for a model the built-in registry does not know (`biobench.mllm.registry`)."""
+    usd_per_m_input: float | None = None
+    """Price in USD per million input tokens (overrides the registry); needed for costs and --max-usd."""
+    usd_per_m_output: float | None = None
+    """Price in USD per million output tokens (overrides the registry)."""
+    max_image_side: int = 512
+    """Images are shrunk so their longer side is at most this many pixels before they are sent."""
+    temperature: float = 0.0
+    """Sampling temperature sent with every request."""
+    max_output_tokens: int = 64
+    """Most tokens an answer may have (reserved from the context window when fitting examples)."""
+    timeout_s: float = 60.0
+    """Seconds to wait for one response before retrying."""
+    max_retries: int = 5
+    """Retries of one request after 429, 5xx, timeouts or malformed responses; then that example fails."""
+    backoff_s: float = 1.0
+    """First retry delay; doubles per retry, with jitter, unless the server's Retry-After asks for longer."""
+    max_backoff_s: float = 60.0
+    """Longest delay between retries (a longer Retry-After is still honoured)."""
+
+    def mllm_knobs(self) -> dict[str, object]:
+        """The MLLM fields that change what an answer means (not how fast it comes): keyed into the protocol."""
+        return {"prompting": self.prompting, "max_image_side": self.max_image_side, "temperature": self.temperature,
+                "max_output_tokens": self.max_output_tokens}  # fmt: skip
+
     @property
     def key_ckpt(self) -> str:
         """The checkpoint as results record it: `ckpt`, marked `#random-init` when pretrained is false,
@@ -115,6 +152,8 @@ class Settings:
     """How the cache recognises an image: "stat" (path, size, mtime) or "content" (hash of its bytes; survives moves, costs a read)."""
     plugins: tuple[str, ...] = ()
     """Modules or .py files to import before running, e.g. to register your own backbones."""
+    debug: bool = False
+    """Quick, cheap check: MLLM runs send only the first 10 test images of each sub-task (kept apart from full results)."""
 
     def resolved_device(self) -> str:
         if self.device is not None:
@@ -188,6 +227,8 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     if not isinstance(models_raw, list) or not models_raw or not all(isinstance(m, dict) for m in models_raw):
         raise ConfigError(f"{where.file}: needs at least one [[models]] table with org and ckpt.")
     models = [_build(Model, m, where, f"models[{i}]", base) for i, m in enumerate(models_raw)]
+    for i, m in enumerate(models):
+        _check_model(m, models_raw[i], where, f"models[{i}]")
 
     data_raw = raw.pop("data", {})
     if not isinstance(data_raw, dict):
@@ -263,6 +304,46 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         )
     )
     return Config(experiments, data, task_options, settings, source)
+
+
+MLLM_ONLY = ("base_url", "api_key_env", "parallel", "max_rps", "prompting", "context_tokens", "usd_per_m_input",
+             "usd_per_m_output", "max_image_side", "temperature", "max_output_tokens", "timeout_s", "max_retries",
+             "backoff_s", "max_backoff_s")  # fmt: skip
+"""[[models]] keys that only mean something with method = "mllm"."""
+
+
+def _check_model(m: Model, table: Mapping[str, object], where: _Where, name: str) -> None:
+    """Range checks on one [[models]] entry, each naming file:line and the key."""
+
+    def fail(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{where.at(key, 'models')}: {name}.{key} {msg}")
+
+    if m.method != "mllm":
+        stray = [k for k in MLLM_ONLY if k in table]
+        if stray:
+            raise fail(stray[0], 'applies only to method = "mllm" models; remove it or set method = "mllm".')
+        return
+    if not m.pretrained:
+        raise fail("pretrained", 'must be true for method = "mllm" (an API model has no random initialisation).')
+    for key in ("parallel", "max_image_side", "max_output_tokens"):
+        if getattr(m, key) < 1:
+            raise fail(key, f"must be at least 1; got {getattr(m, key)}.")
+    if m.max_retries < 0:
+        raise fail("max_retries", f"must be 0 or more; got {m.max_retries}.")
+    for key in ("max_rps", "timeout_s"):
+        if getattr(m, key) <= 0:
+            raise fail(key, f"must be positive; got {getattr(m, key)}.")
+    for key in ("backoff_s", "max_backoff_s", "temperature", "usd_per_m_input", "usd_per_m_output"):
+        value = getattr(m, key)
+        if value is not None and value < 0:
+            raise fail(key, f"must not be negative; got {value}.")
+    if m.context_tokens is not None and m.context_tokens < 256:
+        raise fail("context_tokens", f"must be at least 256; got {m.context_tokens}.")
+    if m.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.api_key_env):
+        # A value that is not a variable name is most likely the key itself: never echo it.
+        raise fail("api_key_env", "must be the NAME of an environment variable (e.g. OPENROUTER_API_KEY), not the key itself.")
+    if m.base_url is not None and not re.match(r"https?://", m.base_url):
+        raise fail("base_url", f"must start with http:// or https://; got {m.base_url!r}.")
 
 
 def missing_data(task: str, path: Path) -> str:

@@ -25,6 +25,7 @@ PACKAGES = (
     "open_clip_torch",
     "timm",
     "pillow",
+    "litellm",
 )
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import sys
 import traceback
@@ -59,6 +60,12 @@ class Summary:
     """No data, no code, or claimed by another run."""
     interrupted: bool = False
     errors: list[str] = dataclasses.field(default_factory=list)
+    budget_stopped: bool = False
+    """--max-usd was reached; experiments not finished were left for a rerun."""
+    spent_usd: float = 0.0
+    """Money spent on MLLM requests by this run."""
+    answers_failed: int = 0
+    """MLLM test examples whose request failed for good (scored as wrong)."""
 
     def line(self) -> str:
         text = f"{self.done} done, {self.run} run"
@@ -66,9 +73,26 @@ class Summary:
             text += f", {self.failed} failed"
         if self.skipped:
             text += f", {self.skipped} skipped"
+        if self.spent_usd:
+            text += f", ${self.spent_usd:.4f} spent"
+        if self.answers_failed:
+            text += f", {self.answers_failed} MLLM answers failed"
+        if self.budget_stopped:
+            text += " (budget reached: rerun with a larger --max-usd to finish; answers received are kept)"
         if self.interrupted:
             text += " (interrupted: rerun the same command to finish)"
         return text
+
+
+def mllm_protocol(base: str, model: Model, debug: bool = False) -> str:
+    """The protocol id of an MLLM experiment: the task's, the prompting mode, and a hash of any other
+    answer-shaping knob changed from its default (image size, temperature, ...), so each is its own experiment."""
+    defaults = Model(model.org, model.ckpt, method="mllm").mllm_knobs()
+    changed = {k: v for k, v in model.mllm_knobs().items() if k != "prompting" and v != defaults[k]}
+    text = f"{base}|mllm-{model.prompting}"
+    if changed:
+        text += "+" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+    return text + ("+debug" if debug else "")
 
 
 def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
@@ -82,7 +106,8 @@ def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
     for exp in cfg.experiments:
         for name in sorted(TASKS):
             m = exp.model
-            key = ExperimentKey(name, m.org, m.key_ckpt, m.method, exp.n_train, exp.seed, protocols[name])
+            proto = protocols[name] if m.method != "mllm" else mllm_protocol(protocols[name], m, cfg.settings.debug)
+            key = ExperimentKey(name, m.org, m.key_ckpt, m.method, exp.n_train, exp.seed, proto)
             if name not in cfg.data:
                 status: Status = "no data"
             elif not has_code(name, m.method):
@@ -176,6 +201,69 @@ def execute(
         seconds_embed = 0.0  # later experiments reuse the features in memory
 
 
+def execute_mllm(
+    model: Model,
+    task_name: str,
+    experiments: Sequence[Experiment],
+    cfg: Config,
+    keys: Sequence[ExperimentKey],
+    client,
+) -> Iterator[Report]:
+    """Evaluate an MLLM on one task for several (n_train, seed): one Report per experiment, as each finishes."""
+    s = cfg.settings
+    task = get_task(task_name)
+    task_cfg = cfg.task_config(task_name)
+    images = task.image_set(task_cfg)  # validates the data, and fingerprints it as probe runs do
+    data_fp = _data_fingerprint(images.fingerprint(images.keys(s.cache_keys)), images)
+    for exp, key in zip(experiments, keys, strict=True):
+        ctx = EvalContext(n_train=exp.n_train, seed=exp.seed, n_bootstrap=s.n_bootstrap, n_jobs=s.n_jobs, debug=s.debug)
+        spent = client.stats.spent_usd
+        result = task.evaluate_mllm(task_cfg, client, ctx)
+        yield Report(
+            key=key,
+            n_train_actual=result.n_train_actual,
+            metric=result.metric,
+            score=result.score,
+            ci_low=result.ci_low,
+            ci_high=result.ci_high,
+            example_ids=result.example_ids,
+            example_scores=result.example_scores,
+            example_info=result.example_info,
+            sub_scores=result.sub_scores,
+            config={
+                "experiment": dataclasses.asdict(exp),
+                "task": dataclasses.asdict(task_cfg),
+                "settings": dataclasses.asdict(s),
+                "mllm": {"route": client.route, **dataclasses.asdict(client.spec), "spent_now_usd": client.stats.spent_usd - spent},
+            },
+            provenance=provenance.provenance("api"),
+            data_fingerprint=data_fp,
+            backbone_fingerprint=None,
+            seconds_fit=result.seconds_fit,
+            seconds_score=result.seconds_score,
+            prompting=exp.model.prompting,
+            cost_usd=result.cost_usd,
+            n_failed=result.n_failed,
+            parse_rate=result.parse_rate,
+        )
+
+
+def check_mllm_models(cfg: Config, *, need_keys: bool, max_usd: float | None = None) -> None:
+    """Fail before any work on an MLLM entry that cannot run: unknown context window, missing key, no price for a budget."""
+    from biobench.mllm import registry
+    from biobench.mllm.client import api_key
+
+    for model in dict.fromkeys(e.model for e in cfg.experiments if e.model.method == "mllm"):
+        spec = registry.resolve(model)
+        if need_keys:
+            api_key(model)
+        if max_usd is not None and (spec.usd_per_m_input is None or spec.usd_per_m_output is None):
+            raise ConfigError(
+                f"--max-usd needs prices, and model {model.name} has none: add usd_per_m_input and usd_per_m_output "
+                "to its [[models]] entry (0 for a free local server)."
+            )
+
+
 def _data_fingerprint(image_set_fp: str, images) -> str:
     h = hashlib.sha256(image_set_fp.encode())
     if images.table is not None:
@@ -183,14 +271,21 @@ def _data_fingerprint(image_set_fp: str, images) -> str:
     return h.hexdigest()
 
 
-def run(cfg: Config, *, dry_run: bool = False, out: TextIO | None = None) -> Summary:
-    """Run every planned experiment that is not stored yet; returns what happened."""
+def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out: TextIO | None = None) -> Summary:
+    """Run every planned experiment that is not stored yet; returns what happened.
+
+    `max_usd` caps what MLLM requests may cost this run: once reached, the run stops
+    cleanly (finished experiments stored, the one in progress not, answers kept).
+    """
     out = out or sys.stdout
+    if max_usd is not None and max_usd < 0:
+        raise ConfigError(f"--max-usd must not be negative; got {max_usd}.")
     base = cfg.source.parent.resolve() if cfg.source is not None else Path.cwd()
     load_plugins(cfg.settings.plugins, base)
     _check_device(cfg.settings)
     for model in {e.model for e in cfg.experiments if e.model.method == "cvml"}:
         backbone_class(model.org)  # an unknown org fails now, listing the known ones, not after hours of work
+    check_mllm_models(cfg, need_keys=not dry_run, max_usd=max_usd)
     summary = Summary()
     if dry_run:
         if cfg.settings.db_path.is_file():
@@ -218,7 +313,7 @@ def run(cfg: Config, *, dry_run: bool = False, out: TextIO | None = None) -> Sum
         summary.skipped = len(planned) - summary.done - len(todo)
         logger.info("%d to run, %d already done, %d skipped.", len(todo), summary.done, summary.skipped)
         try:
-            _run_all(todo, cfg, store, run_id, summary)
+            _run_all(todo, cfg, store, run_id, summary, max_usd)
         except KeyboardInterrupt:
             summary.interrupted = True
             logger.warning("Interrupted; every finished experiment is stored.")
@@ -229,11 +324,18 @@ def run(cfg: Config, *, dry_run: bool = False, out: TextIO | None = None) -> Sum
     return summary
 
 
-def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summary: Summary) -> None:
+def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summary: Summary, max_usd: float | None = None) -> None:
+    from biobench.mllm.client import Budget
+
     by_model: dict[Model, dict[str, list[Planned]]] = {}
     for p in todo:
         by_model.setdefault(p.experiment.model, {}).setdefault(p.task, []).append(p)
+    budget = Budget(max_usd)
     for model, by_task in by_model.items():
+        if model.method == "mllm":
+            if not _run_mllm(model, by_task, cfg, store, run_id, summary, budget, len(todo)):
+                return  # budget reached: stop everything, cleanly
+            continue
         backbone = None
         groups = list(by_task.items())
         for i, (task_name, items) in enumerate(groups):
@@ -267,9 +369,63 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
         _free_accelerator()
 
 
+def _run_mllm(
+    model: Model,
+    by_task: dict[str, list[Planned]],
+    cfg: Config,
+    store: Store,
+    run_id: str,
+    summary: Summary,
+    budget,
+    n_todo: int,
+) -> bool:
+    """Run one MLLM's experiments, answers cached in the store as they arrive. False when the budget ran out."""
+    from biobench.mllm import registry
+    from biobench.mllm.client import BudgetExhausted, Client
+
+    spent_before = budget.spent_usd
+    try:
+        with Client(model, registry.resolve(model), cache=store, budget=budget, seed=0) as client:
+            for task_name, items in by_task.items():
+                remaining = len(items)
+                try:
+                    for report in execute_mllm(model, task_name, [p.experiment for p in items], cfg, [p.key for p in items], client):
+                        store.write(report)
+                        store.heartbeat(run_id)
+                        remaining -= 1
+                        summary.run += 1
+                        summary.answers_failed += report.n_failed or 0
+                        print_result(report, f"[{summary.run + summary.failed}/{n_todo}]")
+                except (KeyboardInterrupt, SystemExit, BudgetExhausted):
+                    raise
+                except Exception as err:
+                    summary.failed += remaining
+                    message = str(err) if isinstance(err, BiobenchError) else f"{type(err).__name__}: {err}"
+                    if isinstance(err, BiobenchError):
+                        logger.error("%s with %s failed: %s", task_name, model.name, err)
+                    else:
+                        logger.error("%s with %s failed:\n%s", task_name, model.name, traceback.format_exc())
+                    summary.errors.append(f"{task_name} with {model.name}: {message}")
+    except BudgetExhausted as err:
+        summary.budget_stopped = True
+        logger.warning("%s", err)
+        return False
+    finally:
+        summary.spent_usd += budget.spent_usd - spent_before
+    return True
+
+
 def print_result(report: Report, counter: str = "") -> None:
     k = report.key
     ci = f" [{report.ci_low:.3f}, {report.ci_high:.3f}]" if report.ci_low is not None else ""
+    if k.method == "mllm":
+        cost = "" if report.cost_usd is None else f", ${report.cost_usd:.4f}"
+        logger.info(
+            "%s %s: %s %.3f%s (n_test=%d, parsed %.0f%%, %d failed%s)",
+            counter, k.describe(), report.metric, report.score, ci, report.n_test,
+            100 * (report.parse_rate or 0.0), report.n_failed or 0, cost,
+        )  # fmt: skip
+        return
     logger.info(
         "%s %s: %s %.3f%s (n_test=%d, embed %.1fs, fit %.1fs)",
         counter,

@@ -6,6 +6,12 @@ nothing; a rerun skips every `ExperimentKey` already present. Claims in `runs` l
 launchers share a database without doing the same experiment twice; a claim whose
 process is gone (or, on another host, whose heartbeat is older than `STALE_CLAIM_S`) is
 ignored.
+
+Multimodal-LLM runs add `mllm_answers`: every answer received, keyed by a hash of the
+model and the full request, written the moment it arrives (its own small transaction),
+so an interrupted or over-budget run resumes without paying for an answer twice.
+Experiments gain `prompting`, `cost_usd`, `n_failed` and `parse_rate` (NULL for probe
+runs). Schema 1 databases are upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 
 from biobench.errors import BiobenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STALE_CLAIM_S = 6 * 3600
 
 SCHEMA = """
@@ -34,7 +40,7 @@ CREATE TABLE IF NOT EXISTS experiments (
     model_org TEXT NOT NULL,
     model_ckpt TEXT NOT NULL,
     method TEXT NOT NULL,
-    n_train INTEGER NOT NULL,          -- requested; -1 = all
+    n_train INTEGER NOT NULL,          -- requested, -1 = all
     n_train_actual INTEGER NOT NULL,
     seed INTEGER NOT NULL,
     protocol TEXT NOT NULL,
@@ -56,6 +62,10 @@ CREATE TABLE IF NOT EXISTS experiments (
     seconds_embed REAL,
     seconds_fit REAL,
     seconds_score REAL,
+    prompting TEXT,                    -- mllm: single / multi (also in the protocol id)
+    cost_usd REAL,                     -- mllm: what the answers cost
+    n_failed INTEGER,                  -- mllm: examples whose request failed for good
+    parse_rate REAL,                   -- mllm: share of answers naming a class clearly
     UNIQUE (task, model_org, model_ckpt, method, n_train, seed, protocol)
 );
 CREATE TABLE IF NOT EXISTS predictions (
@@ -64,6 +74,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     score REAL NOT NULL,
     info TEXT NOT NULL,                -- JSON
     PRIMARY KEY (experiment_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS mllm_answers (
+    key TEXT PRIMARY KEY,              -- sha256 of model route, settings and messages
+    model TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    posix_time REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,              -- JSON of the ExperimentKey being worked on
@@ -74,6 +93,9 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat REAL NOT NULL
 );
 """
+
+ADDED_COLUMNS = {"prompting": "TEXT", "cost_usd": "REAL", "n_failed": "INTEGER", "parse_rate": "REAL"}
+"""Experiment columns added in schema 2 (added to schema-1 databases on open)."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -122,6 +144,10 @@ class Report:
     seconds_embed: float | None = None
     seconds_fit: float | None = None
     seconds_score: float | None = None
+    prompting: str | None = None
+    cost_usd: float | None = None
+    n_failed: int | None = None
+    parse_rate: float | None = None
 
     @property
     def n_test(self) -> int:
@@ -146,7 +172,16 @@ class Store:
                 raise BiobenchError(
                     f"{self.path} was written by a newer biobench (schema {version} > {SCHEMA_VERSION}); upgrade biobench."
                 )
-            self.conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            with self.transaction() as conn:
+                for statement in SCHEMA.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                # Inside the same transaction: two launchers opening a schema-1 file never both add a column.
+                have = {row[1] for row in conn.execute("PRAGMA table_info(experiments)")}
+                for column, sql_type in ADDED_COLUMNS.items():
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE experiments ADD COLUMN {column} {sql_type}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise BiobenchError(f"{self.path} is not a usable biobench results database: {err}") from err
 
@@ -197,8 +232,8 @@ class Store:
                 """INSERT INTO experiments (task, model_org, model_ckpt, method, n_train, n_train_actual, seed,
                 protocol, metric, score, ci_low, ci_high, n_test, sub_scores, config, argv, git_commit,
                 package_versions, data_fingerprint, backbone_fingerprint, gpu, host, posix_time,
-                seconds_embed, seconds_fit, seconds_score)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                seconds_embed, seconds_fit, seconds_score, prompting, cost_usd, n_failed, parse_rate)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     k.task, k.model_org, k.model_ckpt, k.method, k.n_train, record.n_train_actual, k.seed,
                     k.protocol, record.metric, float(record.score), _opt_float(record.ci_low),
@@ -207,6 +242,8 @@ class Store:
                     record.data_fingerprint, record.backbone_fingerprint, p.get("gpu"),
                     p.get("host", socket.gethostname()), p.get("posix_time", time.time()),
                     _opt_float(record.seconds_embed), _opt_float(record.seconds_fit), _opt_float(record.seconds_score),
+                    record.prompting, _opt_float(record.cost_usd),
+                    None if record.n_failed is None else int(record.n_failed), _opt_float(record.parse_rate),
                 ),
             )
             exp_id = cur.lastrowid
@@ -231,6 +268,28 @@ class Store:
             "SELECT example_id, score, info FROM predictions WHERE experiment_id = ? ORDER BY rowid", (experiment_id,)
         ).fetchall()
         return [(e, s, json.loads(i)) for e, s, i in rows]
+
+    # MLLM answers (the `biobench.mllm.client.AnswerCache` protocol)
+
+    def get_answer(self, key: str):
+        from biobench.mllm.client import Answer
+
+        row = self.conn.execute(
+            "SELECT answer, input_tokens, output_tokens, cost_usd FROM mllm_answers WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else Answer(row[0], input_tokens=row[1], output_tokens=row[2], cost_usd=row[3])
+
+    def put_answer(self, key: str, model: str, answer) -> None:
+        """Keep one answer at once (its own transaction): an interrupted run loses none it paid for."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO mllm_answers (key, model, answer, input_tokens, output_tokens, cost_usd, posix_time) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, model, answer.text or "", answer.input_tokens, answer.output_tokens, _opt_float(answer.cost_usd), time.time()),
+            )
+
+    def n_answers(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM mllm_answers").fetchone()[0]
 
     # Claims
 

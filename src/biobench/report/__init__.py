@@ -6,7 +6,10 @@
   (n_train_actual, protocol, metric, seconds per stage, time).
 - `table` / `html`: one row per (task, n_train, model, method), seeds averaged, ranked
   by score within each (task, n_train); the CI columns average the per-seed bootstrap
-  bounds and `sd` is the spread across seeds.
+  bounds and `sd` is the spread across seeds. Probe (cvml) and MLLM rows of a task are
+  ranked together (their protocol ids share the task's part; an MLLM's adds
+  `|mllm-<prompting>`), with the method shown as `mllm/single` or `mllm/multi`; when
+  the database holds MLLM results, a `$/answer` column gives their cost per answer.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ JSON_KEYS = ("task", "model", "method", "n_train", "seed", "score", "ci_low", "c
 CSV_KEYS = (
     "task", "model", "method", "n_train", "n_train_actual", "seed", "protocol", "metric", "score", "ci_low",
     "ci_high", "n_test", "seconds_embed", "seconds_fit", "seconds_score", "posix_time",
+    "prompting", "cost_usd", "n_failed", "parse_rate",
 )  # fmt: skip
 
 
@@ -64,11 +68,12 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
         scores = [r["score"] for r in rs]
         lows = [r["ci_low"] for r in rs if r["ci_low"] is not None]
         highs = [r["ci_high"] for r in rs if r["ci_high"] is not None]
+        costs = [r.get("cost_usd") for r in rs]
         out.append({
             "task": task,
             "n_train": n_train,
             "model": model,
-            "method": method,
+            "method": method if method != "mllm" else f"mllm/{rs[0].get('prompting') or 'single'}",
             "protocol": proto,
             "metric": rs[0]["metric"],
             "score": statistics.fmean(scores),
@@ -77,16 +82,22 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
             "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
             "n_seeds": len(rs),
             "n_test": rs[0]["n_test"],
+            "usd_per_answer": None if None in costs else sum(costs) / sum(r["n_test"] for r in rs),
         })
     # -1 (all) sorts after every explicit size
     out.sort(key=lambda r: (r["task"], r["n_train"] < 0, r["n_train"], -r["score"], r["model"]))
     rank, prev = 0, None
     for r in out:
-        group = (r["task"], r["n_train"], r["protocol"])
+        group = (r["task"], r["n_train"], base_protocol(r["protocol"]))
         rank = rank + 1 if group == prev else 1
         prev = group
         r["rank"] = rank
     return out
+
+
+def base_protocol(protocol: str) -> str:
+    """The task's part of a protocol id (an MLLM's adds `|mllm-...`)."""
+    return protocol.split("|", 1)[0]
 
 
 def _fmt_n(n: int) -> str:
@@ -101,10 +112,13 @@ TABLE_COLUMNS = ("task", "n_train", "rank", "model", "method", "metric", "score"
 
 
 def _columns(board: Sequence[dict]) -> tuple[str, ...]:
+    columns = TABLE_COLUMNS
     # The protocol only needs a column when the database mixes several (e.g. filtered NeWT runs).
-    if len({(r["task"], r["protocol"]) for r in board}) > len({r["task"] for r in board}):
-        return TABLE_COLUMNS[:1] + ("protocol",) + TABLE_COLUMNS[1:]
-    return TABLE_COLUMNS
+    if len({(r["task"], base_protocol(r["protocol"])) for r in board}) > len({r["task"] for r in board}):
+        columns = columns[:1] + ("protocol",) + columns[1:]
+    if any(r["usd_per_answer"] is not None for r in board):
+        columns = columns + ("$/answer",)
+    return columns
 
 
 def _cells(r: dict, columns: Sequence[str]) -> list[str]:
@@ -112,6 +126,7 @@ def _cells(r: dict, columns: Sequence[str]) -> list[str]:
         "task": r["task"], "protocol": r["protocol"], "n_train": _fmt_n(r["n_train"]), "rank": str(r["rank"]),
         "model": r["model"], "method": r["method"], "metric": r["metric"], "score": f"{r['score']:.3f}",
         "95% CI": _fmt_ci(r), "sd": f"{r['sd']:.3f}", "seeds": str(r["n_seeds"]), "n_test": str(r["n_test"]),
+        "$/answer": "" if r["usd_per_answer"] is None else f"{r['usd_per_answer']:.6f}",
     }  # fmt: skip
     return [cells[c] for c in columns]
 

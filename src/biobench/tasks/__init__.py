@@ -6,11 +6,10 @@ import difflib
 from types import ModuleType
 
 from biobench.errors import ConfigError
-from biobench.tasks import hybrids, newt
+from biobench.tasks import ages, hybrids, newt
 from biobench.tasks.base import EvalContext, TaskReport, protocol_id
 
-TASKS: dict[str, ModuleType] = {newt.NAME: newt}
-TASKS[hybrids.NAME] = hybrids
+TASKS: dict[str, ModuleType] = {task.NAME: task for task in (newt, ages, hybrids)}
 
 
 def get_task(name: str) -> ModuleType:

@@ -10,6 +10,8 @@ and its citation. It exposes
 - `image_set(cfg) -> ImageSet`: every image the task needs embedded,
 - `evaluate(cfg, images, features, ctx) -> TaskReport`: probe + metric for one
   (n_train, seed), given features row-aligned with `image_set`,
+- optionally `evaluate_mllm(cfg, client, ctx) -> TaskReport`: the same task answered by a
+  multimodal LLM (`biobench.mllm`), with `ctx.n_train` in-context examples,
 - `make_fixture(dir, *, seed, shuffle_labels)`: a small generated dataset in the real
   on-disk format, with a learnable signal,
 - `download(dir)`: fetch and lay out the real dataset.
@@ -31,6 +33,9 @@ from jaxtyping import Float
 
 from biobench.images import ImageSet
 
+DEBUG_N_TEST = 10
+"""Test examples per sub-task when `debug` is on."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalContext:
@@ -44,6 +49,8 @@ class EvalContext:
     """Bootstrap resamples for confidence intervals."""
     n_jobs: int = 1
     """Worker processes a task may use for its probes."""
+    debug: bool = False
+    """MLLM runs: send only the first `DEBUG_N_TEST` test images of each sub-task."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +72,12 @@ class TaskReport:
     sub_scores: dict = dataclasses.field(default_factory=dict)
     seconds_fit: float = 0.0
     seconds_score: float = 0.0
+    cost_usd: float | None = None
+    """MLLM runs: what the answers cost (from the provider's token counts and the model's prices)."""
+    n_failed: int | None = None
+    """MLLM runs: test examples whose request failed for good (scored as wrong; reasons in their info)."""
+    parse_rate: float | None = None
+    """MLLM runs: share of answers that named a class clearly (bold, or exactly one class name)."""
 
     @property
     def n_test(self) -> int:

@@ -280,6 +280,18 @@ def make_fixture(
     df.write_csv(root / LABELS_CSV)
 
 
+########
+# MLLM #
+########
+
+
+def evaluate_mllm(cfg: Config, client, ctx: EvalContext) -> TaskReport:
+    """NeWT answered by a multimodal LLM with `ctx.n_train` in-context examples (see `biobench.tasks.newt_mllm`)."""
+    from biobench.tasks import newt_mllm
+
+    return newt_mllm.evaluate(cfg, client, ctx)
+
+
 ############
 # Download #
 ############
