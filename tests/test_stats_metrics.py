@@ -103,6 +103,16 @@ def test_stratified_macro_f1_percentiles_match_a_slow_reference():
     assert slow.std() == pytest.approx(sd, rel=0.15)
 
 
+@pytest.mark.parametrize("n_values", [2, 5, 100])
+def test_mean_ci_counts_path_matches_index_resampling_within_monte_carlo_error(n_values):
+    scores = np.random.default_rng(8).integers(0, n_values, size=500) / max(1, n_values - 1)
+    fast = stats.mean_ci(scores, n_resamples=4000, seed=0)
+    slow = stats.bootstrap_ci(scores, n_resamples=4000, seed=1)  # index resampling, independent draws
+    width = slow[1] - slow[0]
+    assert fast.estimate == pytest.approx(scores.mean())
+    assert abs(fast.low - slow[0]) < 0.06 * width and abs(fast.high - slow[1]) < 0.06 * width
+
+
 def test_metric_ci_brackets_the_estimate_and_is_seeded():
     y, p = predictions(seed=5, n=500)
     f = lambda i: stats.macro_f1(y, p, i)  # noqa: E731
@@ -151,6 +161,7 @@ def test_holm_hand_computed():
 def _metric_cases(y, p, s, yt, yp):
     return {
         "accuracy": (lambda i: stats.accuracy(y, p, i), len(y), None),
+        "accuracy (counts)": ((y == p).astype(float), len(y), "mean_ci"),
         "mean_per_class_accuracy": (lambda i: stats.mean_per_class_accuracy(y, p, i), len(y), y),
         "macro_f1": (lambda i: stats.macro_f1(y, p, i), len(y), y),
         "multilabel_mean_f1": (lambda i: stats.multilabel_mean_f1(yt, yp, i), len(yt), None),
@@ -184,10 +195,15 @@ def test_every_metric_lies_in_its_ci_and_duplicating_never_widens_it(data):
     y, p, s, yt, yp, seed = data
     once = _metric_cases(y, p, s, yt, yp)
     twice = _metric_cases(*(np.concatenate([a, a]) for a in (y, p, s, yt, yp)))
+    def ci_of(f, n, strata):
+        if isinstance(strata, str):  # the O(B) path for a mean of 0/1 scores
+            return stats.mean_ci(f, n_resamples=200, seed=seed)
+        return stats.metric_ci(f, n, strata=strata, n_resamples=200, seed=seed)
+
     for name, (f, n, strata) in once.items():
-        ci = stats.metric_ci(f, n, strata=strata, n_resamples=200, seed=seed)
+        ci = ci_of(f, n, strata)
         assert ci.low <= ci.estimate <= ci.high, name
         f2, n2, strata2 = twice[name]
-        ci2 = stats.metric_ci(f2, n2, strata=strata2, n_resamples=200, seed=seed)
+        ci2 = ci_of(f2, n2, strata2)
         assert ci2.estimate == pytest.approx(ci.estimate), name
         assert ci2.high - ci2.low <= ci.high - ci.low + 1 / (2 * n) + 1e-9, name

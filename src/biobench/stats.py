@@ -328,6 +328,37 @@ def metric_ci(
     return Interval(estimate, low, high, confidence, n_resamples)
 
 
+_MAX_DISTINCT = 64
+
+
+def mean_ci(
+    scores: Float[np.ndarray, " n"],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Interval:
+    """Bootstrap interval of the mean of per-example scores (accuracy, recall@k, top-1), in O(B) for 0/1 scores.
+
+    A resample of n examples contains each distinct score value a Multinomial(n, share)
+    number of times, so when the scores take few distinct values (0/1 for accuracy) we
+    draw those counts directly: the same bootstrap distribution as resampling indices,
+    without touching n elements per replicate. Many distinct values fall back to indices.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    if n == 0:
+        raise ValueError("Cannot bootstrap an empty set of predictions.")
+    values, counts = np.unique(scores, return_counts=True)
+    estimate = float(scores.mean())
+    if len(values) > _MAX_DISTINCT:
+        return metric_ci(lambda idx: mean_score(scores, idx), n, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=n_resamples)
+    reps = draws @ values / n
+    low, high = percentile_interval(reps, estimate, confidence)
+    return Interval(estimate, low, high, confidence, n_resamples)
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """Paired bootstrap comparison of two models scored on the same examples (a minus b)."""
