@@ -52,6 +52,84 @@ class _Solved:
     present: torch.Tensor  # (C,) bool, classes with a training example in this fold
 
 
+@dataclasses.dataclass
+class _Moments:
+    """Sums over a set of rows (features shifted by `origin`), weighted by per-class weights."""
+
+    counts: torch.Tensor  # (C,) rows per class
+    usum: torch.Tensor  # (d,) unweighted sum
+    usq: torch.Tensor  # (d,) unweighted sum of squares
+    wsum_x: torch.Tensor  # (d,) weighted sum
+    gram: torch.Tensor  # (d, d) weighted uncentred Gram
+    per_class: torch.Tensor  # (C, d) weighted per-class sums
+    class_w: torch.Tensor  # (C,) the weights used
+
+    def __sub__(self, other: _Moments) -> _Moments:
+        return _Moments(*(getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)[:-1]), self.class_w)
+
+
+def _moments(x: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, class_w: torch.Tensor, origin: torch.Tensor) -> _Moments:
+    """Accumulate the moments of x[rows] in float64 row chunks (memory O(chunk x d + d^2 + C d))."""
+    dev, d, f64 = x.device, x.shape[1], torch.float64
+    n_classes = len(class_w)
+    m = _Moments(
+        torch.bincount(codes[rows], minlength=n_classes).to(f64),
+        torch.zeros(d, dtype=f64, device=dev),
+        torch.zeros(d, dtype=f64, device=dev),
+        torch.zeros(d, dtype=f64, device=dev),
+        torch.zeros(d, d, dtype=f64, device=dev),
+        torch.zeros(n_classes, d, dtype=f64, device=dev),
+        class_w,
+    )
+    for lo in range(0, len(rows), _ROW_CHUNK):
+        r = rows[lo : lo + _ROW_CHUNK]
+        xc = x[r].to(f64) - origin
+        c = codes[r]
+        wx = xc * class_w[c][:, None]
+        m.usum += xc.sum(0)
+        m.usq += (xc * xc).sum(0)
+        m.wsum_x += wx.sum(0)
+        m.gram += xc.T @ wx
+        m.per_class.index_add_(0, c, wx)
+    return m
+
+
+def _balanced_weights(counts: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's compute_class_weight("balanced") over the classes seen in training (0 for the others)."""
+    present = counts > 0
+    return torch.where(present, counts.sum() / (present.sum() * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
+def _decompose(m: _Moments, origin: torch.Tensor, *, standardize: bool) -> _Solved:
+    """Centre (weighted), scale (unweighted, as StandardScaler), eigendecompose."""
+    f64 = torch.float64
+    n = float(m.counts.sum())
+    w_class_total = m.class_w * m.counts  # total weight per class
+    w_total = w_class_total.sum()
+    w_mean = m.wsum_x / w_total
+    gram = m.gram - w_total * torch.outer(w_mean, w_mean)
+    per_class = m.per_class - w_class_total[:, None] * w_mean[None, :]
+    if standardize:
+        u_mean = m.usum / n
+        var = (m.usq / n - u_mean * u_mean).clamp(min=0)
+        scale = var.sqrt()
+        # scikit-learn's _handle_zeros_in_scale: a constant feature keeps scale 1.
+        scale = torch.where(scale < 10 * torch.finfo(f64).eps, torch.ones_like(scale), scale)
+    else:
+        scale = torch.ones_like(w_mean)
+    gram = gram / torch.outer(scale, scale)
+    xty = 2.0 * (per_class / scale[None, :]).T  # (d, C): X'W(+1/-1 targets), the -1 part vanishes after centring
+    evals, evecs = torch.linalg.eigh(gram)
+    evals = evals.clamp(min=0)  # G is PSD; tiny negative values are rounding
+    y_mean = 2.0 * w_class_total / w_total - 1.0
+    return _Solved(origin + w_mean, scale, evals, evecs, evecs.T @ xty, y_mean, m.counts > 0)
+
+
+def _origin(x: torch.Tensor) -> torch.Tensor:
+    """A shift near the mean keeps the float64 uncentred sums free of cancellation."""
+    return x[: min(len(x), 4096)].to(torch.float64).mean(0)
+
+
 def _solve(
     x: torch.Tensor,
     rows: torch.Tensor,
@@ -61,56 +139,11 @@ def _solve(
     standardize: bool,
     balanced: bool,
 ) -> _Solved:
-    """Accumulate the weighted moments of x[rows] in float64 chunks, then eigendecompose."""
-    dev = x.device
-    d = x.shape[1]
-    f64 = torch.float64
-    counts = torch.bincount(codes[rows], minlength=n_classes).to(f64)
-    present = counts > 0
-    if balanced:
-        # scikit-learn's compute_class_weight("balanced") over the classes seen in training.
-        class_w = torch.where(present, len(rows) / (present.sum() * counts.clamp(min=1)), torch.zeros_like(counts))
-    else:
-        class_w = torch.ones(n_classes, dtype=f64, device=dev)
-    # A shift near the mean keeps the float64 uncentred sums free of cancellation.
-    origin = x[rows[: min(len(rows), 4096)]].to(f64).mean(0)
-
-    usum = torch.zeros(d, dtype=f64, device=dev)
-    usq = torch.zeros(d, dtype=f64, device=dev)
-    wsum_x = torch.zeros(d, dtype=f64, device=dev)
-    gram = torch.zeros(d, d, dtype=f64, device=dev)
-    per_class = torch.zeros(n_classes, d, dtype=f64, device=dev)
-    for lo in range(0, len(rows), _ROW_CHUNK):
-        r = rows[lo : lo + _ROW_CHUNK]
-        xc = x[r].to(f64) - origin
-        c = codes[r]
-        w = class_w[c]
-        wx = xc * w[:, None]
-        usum += xc.sum(0)
-        usq += (xc * xc).sum(0)
-        wsum_x += wx.sum(0)
-        gram += xc.T @ wx
-        per_class.index_add_(0, c, wx)
-    n = float(len(rows))
-    w_class_total = class_w * counts  # total weight per class
-    w_total = w_class_total.sum()
-    w_mean = wsum_x / w_total
-    gram -= w_total * torch.outer(w_mean, w_mean)
-    per_class -= w_class_total[:, None] * w_mean[None, :]
-    if standardize:
-        u_mean = usum / n
-        var = (usq / n - u_mean * u_mean).clamp(min=0)
-        scale = var.sqrt()
-        # scikit-learn's _handle_zeros_in_scale: a constant feature keeps scale 1.
-        scale = torch.where(scale < 10 * torch.finfo(f64).eps, torch.ones_like(scale), scale)
-    else:
-        scale = torch.ones(d, dtype=f64, device=dev)
-    gram = gram / torch.outer(scale, scale)
-    xty = 2.0 * (per_class / scale[None, :]).T  # (d, C): X'W(+1/-1 targets), the -1 part vanishes after centring
-    evals, evecs = torch.linalg.eigh(gram)
-    evals = evals.clamp(min=0)  # G is PSD; tiny negative values are rounding
-    y_mean = 2.0 * w_class_total / w_total - 1.0
-    return _Solved(origin + w_mean, scale, evals, evecs, evecs.T @ xty, y_mean, present)
+    """The decomposition for training rows `rows`."""
+    origin = _origin(x)
+    counts = torch.bincount(codes[rows], minlength=n_classes).to(torch.float64)
+    class_w = _balanced_weights(counts) if balanced else torch.ones_like(counts)
+    return _decompose(_moments(x, rows, codes, class_w, origin), origin, standardize=standardize)
 
 
 def _project(x: torch.Tensor, rows: torch.Tensor, s: _Solved, dtype: torch.dtype) -> torch.Tensor:
@@ -130,12 +163,54 @@ def _scores(z: torch.Tensor, s: _Solved, alpha: float) -> torch.Tensor:
     return scores.masked_fill(~s.present, -torch.inf) if not bool(s.present.all()) else scores
 
 
+def _top2(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arg-max per row and the gap between the best and second-best score."""
+    if scores.shape[1] == 1:
+        return torch.zeros(len(scores), dtype=torch.long, device=scores.device), torch.full((len(scores),), torch.inf, device=scores.device)
+    top = torch.topk(scores, 2, dim=1)
+    return top.indices[:, 0], top.values[:, 0] - top.values[:, 1]
+
+
+def _predict_chunk(z: torch.Tensor, s: _Solved, alphas: np.ndarray, q_max: torch.Tensor) -> torch.Tensor:
+    """Arg-max class code for every alpha for the rows z: (k, n).
+
+    Exact, with a certificate that skips most per-alpha products: going from alpha_r to
+    alpha moves every class score by at most b = sum_k |z_k| |1/(s_k+alpha) - 1/(s_k+alpha_r)|
+    max_c |q_kc|, so a row whose best score leads the runner-up by more than 2b keeps its
+    arg-max. Only the other rows are rescored (and if many are, all rows are rescored and
+    alpha becomes the new reference). On large grids most alphas differ only in rows near
+    a tie, so most of the (n x d) @ (d x C) products are never computed.
+    """
+    out = torch.empty(len(alphas), len(z), dtype=torch.long, device=z.device)
+    abs_z = z.abs()
+    ref_alpha = float(alphas[0])
+    pred, gap = _top2(_scores(z, s, ref_alpha))
+    out[0] = pred
+    ref_inv = 1.0 / (s.evals + ref_alpha)
+    for a_i in range(1, len(alphas)):
+        alpha = float(alphas[a_i])
+        delta = (1.0 / (s.evals + alpha) - ref_inv).abs()
+        bound = abs_z @ (delta * q_max).to(z.dtype)
+        # Rounding in float32 scores: keep a relative safety margin.
+        unsure = gap <= 2 * bound * 1.001 + 1e-5 * (1 + gap.abs())
+        n_unsure = int(unsure.sum())
+        if n_unsure > 0.3 * len(z):
+            pred, gap = _top2(_scores(z, s, alpha))
+            ref_alpha, ref_inv = alpha, 1.0 / (s.evals + alpha)
+            out[a_i] = pred
+            continue
+        row_pred = pred.clone()
+        if n_unsure:
+            rows = unsure.nonzero().squeeze(1)
+            row_pred[rows] = _scores(z[rows], s, alpha).argmax(1)
+        out[a_i] = row_pred
+    return out
+
+
 def _predict_all_alphas(z: torch.Tensor, s: _Solved, alphas: np.ndarray) -> torch.Tensor:
     """Arg-max class code for every alpha: (k, n). Rows go in chunks so no (n x C) block exists."""
-    return torch.cat(
-        [torch.stack([_scores(z[lo : lo + _ROW_CHUNK], s, float(a)).argmax(1) for a in alphas]) for lo in range(0, len(z), _ROW_CHUNK)],
-        dim=1,
-    )
+    q_max = s.q.abs().amax(1)  # (d,) largest |q_kc| over classes
+    return torch.cat([_predict_chunk(z[lo : lo + _ROW_CHUNK], s, alphas, q_max) for lo in range(0, len(z), _ROW_CHUNK)], dim=1)
 
 
 def _cv_score(y_true: np.ndarray, y_pred: np.ndarray, scoring: str) -> float:
@@ -218,14 +293,29 @@ def fit(
 
     cv_scores = np.zeros(len(alphas))
     if len(alphas) > 1 and n_folds > 1:
-        folds = sklearn.model_selection.StratifiedKFold(n_splits=n_folds).split(np.zeros(len(y)), y)
+        folds = list(sklearn.model_selection.StratifiedKFold(n_splits=n_folds).split(np.zeros(len(y)), y))
         per_fold = []
-        for train, val in folds:
-            s = _solve(xt, torch.as_tensor(train, device=xt.device), codes, n_classes, **opts)
+        origin = _origin(xt)
+        if not opts["balanced"]:
+            # Unweighted sums are additive: one pass over the data gives every fold's training
+            # moments as (all rows) - (its validation rows).
+            ones = torch.ones(n_classes, dtype=torch.float64, device=xt.device)
+            parts = [_moments(xt, torch.as_tensor(val, device=xt.device), codes, ones, origin) for _, val in folds]
+            total = parts[0]
+            for p in parts[1:]:
+                total = _Moments(*(getattr(total, f.name) + getattr(p, f.name) for f in dataclasses.fields(total)[:-1]), ones)
+        for k, (train, val) in enumerate(folds):
+            if opts["balanced"]:
+                s = _solve(xt, torch.as_tensor(train, device=xt.device), codes, n_classes, **opts)
+            else:
+                s = _decompose(total - parts[k], origin, standardize=standardize)
             z = _project(xt, torch.as_tensor(val, device=xt.device), s, dtype)
             preds = _predict_all_alphas(z, s, alphas).cpu().numpy()
             per_fold.append([_cv_score(codes_np[val], p, scoring) for p in preds])
         cv_scores = np.mean(np.array(per_fold), axis=0)
     best = int(np.argmax(cv_scores))  # first of ties, as GridSearchCV's rank
-    full = _solve(xt, torch.arange(len(y), device=xt.device), codes, n_classes, **opts)
+    if len(alphas) > 1 and n_folds > 1 and not opts["balanced"]:
+        full = _decompose(total, origin, standardize=standardize)
+    else:
+        full = _solve(xt, torch.arange(len(y), device=xt.device), codes, n_classes, **opts)
     return RidgeClassifier(classes, float(alphas[best]), alphas, cv_scores, full)
