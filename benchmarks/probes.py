@@ -179,7 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,middle,large", help="comma-separated subset of small,middle,large")
     parser.add_argument("--cases", default="ridge,bootstrap,exemplar_svm", help="comma-separated subset of the cases")
-    parser.add_argument("--exemplar-queries", type=int, default=100, help="queries the per-query LinearSVC reference fits")
+    parser.add_argument("--exemplar-queries", type=int, default=200, help="queries the per-query LinearSVC reference fits")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]

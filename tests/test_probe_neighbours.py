@@ -96,3 +96,10 @@ def test_exemplar_svm_weights_solve_the_linear_svc_problem():
         target[i] = 1
         clf = sklearn.svm.LinearSVC(class_weight="balanced", max_iter=100000, tol=1e-10, C=0.1, dual=True).fit(x, target)
         assert x @ w[i, :-1] + w[i, -1] == pytest.approx(clf.decision_function(x), abs=2e-3)
+
+
+def test_exemplar_svms_for_a_subset_of_queries_equal_those_rows_of_the_full_fit():
+    x = np.random.default_rng(3).normal(size=(60, 8))
+    full = exemplar_svm.best_matches(x, batch=16)
+    some = np.array([5, 0, 41, 59])
+    assert np.array_equal(exemplar_svm.best_matches(x, queries=some, batch=3), full[some])

@@ -19,7 +19,7 @@ one inverse of H and the Sherman-Morrison formula. Each iteration is a majorise-
 step w <- w - M_i^-1 grad f_i(w) (accelerated with FISTA). We start from the exact solution
 for the case where every example is inside its margin (the usual case for exemplar SVMs);
 each step then only needs the few examples beyond their margin (a sparse product) and one
-(batch x N x d) product for the margins. 50 steps reproduce per-query LinearSVC's top-1
+(batch x N x d) product for the margins. 100 steps reproduce per-query LinearSVC's top-1
 (tests; benchmarks/probes.py).
 """
 
@@ -34,13 +34,17 @@ def fit(
     x: Float[np.ndarray, "n d"] | torch.Tensor,
     *,
     c: float = 0.1,
-    n_iter: int = 50,
-    tol: float = 1e-4,
+    n_iter: int = 100,
+    tol: float = 1e-6,
     batch: int = 1024,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    queries: Int[np.ndarray, " q"] | None = None,
 ) -> torch.Tensor:
-    """Weights (N, d + 1) of the N exemplar SVMs (last column: intercept), row i with example i positive."""
+    """Weights (q, d + 1) of the exemplar SVMs of `queries` (default: all N; last column: intercept).
+
+    Row r is the SVM with example queries[r] as the positive and every other example negative.
+    """
     xt = torch.as_tensor(x).to(device=device, dtype=torch.float64)
     n, d = xt.shape
     if n < 2:
@@ -63,9 +67,10 @@ def fit(
         t = gamma * (xa_c[q] * a).sum(1) / denom[q].to(dtype)
         return a - t[:, None] * u_c[q]
 
-    out = torch.empty(n, d + 1, dtype=dtype, device=xt.device)
-    for lo in range(0, n, batch):
-        q = torch.arange(lo, min(lo + batch, n), device=xt.device)
+    all_q = torch.arange(n, device=xt.device) if queries is None else torch.as_tensor(np.asarray(queries), device=xt.device)
+    out = torch.empty(len(all_q), d + 1, dtype=dtype, device=xt.device)
+    for lo in range(0, len(all_q), batch):
+        q = all_q[lo : lo + batch]
         rows = torch.arange(len(q), device=xt.device)
         cw = torch.full((len(q), n), c_neg, dtype=dtype, device=xt.device)
         cw[rows, q] = c_pos
@@ -101,19 +106,21 @@ def best_matches(
     x: Float[np.ndarray, "n d"] | torch.Tensor,
     *,
     c: float = 0.1,
-    n_iter: int = 50,
+    n_iter: int = 100,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     batch: int = 1024,
-) -> Int[np.ndarray, " n"]:
-    """For every example, the index of the OTHER example its exemplar SVM scores highest."""
-    w = fit(x, c=c, n_iter=n_iter, device=device, dtype=dtype, batch=batch)
+    queries: Int[np.ndarray, " q"] | None = None,
+) -> Int[np.ndarray, " q"]:
+    """For every query (default: every example), the index of the OTHER example its exemplar SVM scores highest."""
+    w = fit(x, c=c, n_iter=n_iter, device=device, dtype=dtype, batch=batch, queries=queries)
     xt = torch.as_tensor(x).to(device=w.device, dtype=dtype)
+    q_all = np.arange(len(xt)) if queries is None else np.asarray(queries)
     out = []
-    for lo in range(0, len(xt), batch):
+    for lo in range(0, len(w), batch):
         scores = w[lo : lo + batch, :-1] @ xt.T + w[lo : lo + batch, -1:]
         rows = torch.arange(scores.shape[0], device=w.device)
-        scores[rows, rows + lo] = -torch.inf
+        scores[rows, torch.as_tensor(q_all[lo : lo + batch], device=w.device)] = -torch.inf
         out.append(scores.argmax(1))
     return torch.cat(out).cpu().numpy()
 
