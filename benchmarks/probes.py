@@ -71,7 +71,7 @@ def timed(fn):
 
 
 def row(case: str, size: str, ref_s, ours_s, ref_acc, ours_acc, note: str = "") -> None:
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    fmt = lambda v, f: format("-", ">" + f.split(".")[0]) if v is None else format(v, f)  # noqa: E731
     ratio = None if ref_s is None else ref_s / ours_s
     print(
         f"{case:<13} {size:<7} {fmt(ref_s, '10.2f')} {fmt(ours_s, '9.2f')} {fmt(ratio, '8.1f')} "
