@@ -33,7 +33,10 @@ def test_leaderboard_averages_seeds_and_ranks_within_task_and_n_train():
     b4 = board[0]
     assert b4["score"] == pytest.approx(0.85) and b4["n_seeds"] == 2
     assert b4["sd"] == pytest.approx(0.0707, abs=1e-3)
-    assert (b4["ci_low"], b4["ci_high"]) == (pytest.approx(0.75), pytest.approx(0.95))
+    # Test-set half-width 0.1 each side, seed term 1.96 * 0.0707 / sqrt(2) = 0.098, in quadrature: 0.140.
+    assert (b4["ci_low"], b4["ci_high"]) == (pytest.approx(0.85 - 0.1400, abs=1e-4), pytest.approx(0.85 + 0.1400, abs=1e-4))
+    one_seed = board[2]  # a single seed keeps its own bootstrap interval
+    assert (one_seed["ci_low"], one_seed["ci_high"]) == (pytest.approx(0.85), pytest.approx(1.05))
 
 
 def test_table_shows_all_and_protocol_only_when_mixed():

@@ -5,8 +5,11 @@
 - `csv`: one row per experiment with those columns plus provenance-free details
   (n_train_actual, protocol, metric, seconds per stage, time).
 - `table` / `html`: one row per (task, n_train, model, method), seeds averaged, ranked
-  by score within each (task, n_train); the CI columns average the per-seed bootstrap
-  bounds and `sd` is the spread across seeds. Probe (cvml) and MLLM rows of a task are
+  by score within each (task, n_train); `sd` is the spread across seeds and the CI is an
+  interval for the seed-averaged score (`across_seed_interval`): it combines the
+  test-set uncertainty (the mean per-seed bootstrap half-widths, each side separately)
+  with the training-sample uncertainty (1.96 sd / sqrt(seeds)) in quadrature.
+  Probe (cvml) and MLLM rows of a task are
   ranked together (their protocol ids share the task's part; an MLLM's adds
   `|mllm-<prompting>`), with the method shown as `mllm/single` or `mllm/multi`; when
   the database holds MLLM results, a `$/answer` column gives their cost per answer.
@@ -58,6 +61,29 @@ def to_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
+def across_seed_interval(rs: Sequence[dict], z: float = 1.96) -> tuple[float | None, float | None]:
+    """95% interval of the mean score over seeds (same task, model, n_train).
+
+    Every seed is scored on the SAME test set, so test-set sampling error does not average
+    out over seeds: it is the per-seed bootstrap half-width (averaged over seeds, lower and
+    upper side separately). The training sample changes with the seed; its error in the
+    mean is sd / sqrt(k). The two are independent and add in quadrature. With one seed the
+    interval is that seed's bootstrap interval. The seed term uses the normal quantile: a
+    t quantile with k - 1 = 1 degree of freedom (12.7) would make 2-seed sweeps useless, so
+    read intervals from 2-3 seeds as approximate. Averaging the bounds (the previous rule)
+    ignored the spread across seeds.
+    """
+    with_ci = [r for r in rs if r["ci_low"] is not None and r["ci_high"] is not None]
+    if not with_ci:
+        return None, None
+    scores = [r["score"] for r in rs]
+    mean = statistics.fmean(scores)
+    below = statistics.fmean(r["score"] - r["ci_low"] for r in with_ci)
+    above = statistics.fmean(r["ci_high"] - r["score"] for r in with_ci)
+    seed_term = z * statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else 0.0
+    return mean - (below**2 + seed_term**2) ** 0.5, mean + (above**2 + seed_term**2) ** 0.5
+
+
 def leaderboard(rows: Sequence[dict]) -> list[dict]:
     """Seed-averaged rows, ranked by score within each (task, n_train)."""
     groups: dict[tuple, list[dict]] = {}
@@ -66,8 +92,7 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (task, n_train, model, method, proto), rs in groups.items():
         scores = [r["score"] for r in rs]
-        lows = [r["ci_low"] for r in rs if r["ci_low"] is not None]
-        highs = [r["ci_high"] for r in rs if r["ci_high"] is not None]
+        low, high = across_seed_interval(rs)
         costs = [r.get("cost_usd") for r in rs]
         out.append({
             "task": task,
@@ -77,8 +102,8 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
             "protocol": proto,
             "metric": rs[0]["metric"],
             "score": statistics.fmean(scores),
-            "ci_low": statistics.fmean(lows) if lows else None,
-            "ci_high": statistics.fmean(highs) if highs else None,
+            "ci_low": low,
+            "ci_high": high,
             "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
             "n_seeds": len(rs),
             "n_test": rs[0]["n_test"],
