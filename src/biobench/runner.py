@@ -30,7 +30,7 @@ from biobench.config import Config, Experiment, Model, Settings
 from biobench.embed import EmbedSettings, get_features
 from biobench.errors import BiobenchError, ConfigError
 from biobench.store import ExperimentKey, Report, Store
-from biobench.tasks import TASKS, EvalContext, get_task, has_code, protocol
+from biobench.tasks import TASKS, EvalContext, TaskReport, get_task, has_code, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -174,17 +174,9 @@ def execute(
     for exp, key in zip(experiments, keys, strict=True):
         ctx = EvalContext(n_train=exp.n_train, seed=exp.seed, n_bootstrap=s.n_bootstrap, n_jobs=s.n_jobs)
         result = task.evaluate(task_cfg, images, emb.features, ctx)
-        yield Report(
-            key=key,
-            n_train_actual=result.n_train_actual,
-            metric=result.metric,
-            score=result.score,
-            ci_low=result.ci_low,
-            ci_high=result.ci_high,
-            example_ids=result.example_ids,
-            example_scores=result.example_scores,
-            example_info=result.example_info,
-            sub_scores=result.sub_scores,
+        yield _report(
+            key,
+            result,
             config={
                 "experiment": dataclasses.asdict(exp),
                 "task": dataclasses.asdict(task_cfg),
@@ -195,8 +187,6 @@ def execute(
             data_fingerprint=data_fp,
             backbone_fingerprint=emb.backbone_fingerprint,
             seconds_embed=seconds_embed,
-            seconds_fit=result.seconds_fit,
-            seconds_score=result.seconds_score,
         )
         seconds_embed = 0.0  # later experiments reuse the features in memory
 
@@ -219,17 +209,9 @@ def execute_mllm(
         ctx = EvalContext(n_train=exp.n_train, seed=exp.seed, n_bootstrap=s.n_bootstrap, n_jobs=s.n_jobs, debug=s.debug)
         spent = client.stats.spent_usd
         result = task.evaluate_mllm(task_cfg, client, ctx)
-        yield Report(
-            key=key,
-            n_train_actual=result.n_train_actual,
-            metric=result.metric,
-            score=result.score,
-            ci_low=result.ci_low,
-            ci_high=result.ci_high,
-            example_ids=result.example_ids,
-            example_scores=result.example_scores,
-            example_info=result.example_info,
-            sub_scores=result.sub_scores,
+        yield _report(
+            key,
+            result,
             config={
                 "experiment": dataclasses.asdict(exp),
                 "task": dataclasses.asdict(task_cfg),
@@ -238,14 +220,30 @@ def execute_mllm(
             },
             provenance=provenance.provenance("api"),
             data_fingerprint=data_fp,
-            backbone_fingerprint=None,
-            seconds_fit=result.seconds_fit,
-            seconds_score=result.seconds_score,
             prompting=exp.model.prompting,
-            cost_usd=result.cost_usd,
-            n_failed=result.n_failed,
-            parse_rate=result.parse_rate,
         )
+
+
+def _report(key: ExperimentKey, result: TaskReport, **context) -> Report:
+    """The store's record of a task's result: the task's numbers plus the run's `context` (config, provenance, ...)."""
+    return Report(
+        key=key,
+        n_train_actual=result.n_train_actual,
+        metric=result.metric,
+        score=result.score,
+        ci_low=result.ci_low,
+        ci_high=result.ci_high,
+        example_ids=result.example_ids,
+        example_scores=result.example_scores,
+        example_info=result.example_info,
+        sub_scores=result.sub_scores,
+        seconds_fit=result.seconds_fit,
+        seconds_score=result.seconds_score,
+        cost_usd=result.cost_usd,
+        n_failed=result.n_failed,
+        parse_rate=result.parse_rate,
+        **context,
+    )
 
 
 def check_mllm_models(cfg: Config, *, need_keys: bool, max_usd: float | None = None) -> None:
