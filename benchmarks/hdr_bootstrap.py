@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import sklearn.metrics
 
+from biobench import stats
 from biobench.challenge import scoring
-from biobench.tasks.hybrids import bootstrap
+from biobench.tasks.hybrids import bootstrap, bootstrap_strata
 
 REF = Path(__file__).parents[1] / "tests" / "data" / "hdr" / "ref_test.csv"
 
@@ -53,7 +54,7 @@ def main() -> None:
     reps = bootstrap(p, y, g, n_resamples=args.n_resamples, seed=0)
     ours = time.perf_counter() - start
 
-    idx = np.random.default_rng(0).integers(0, len(p), size=(args.n_reference, len(p)))
+    idx = next(stats.resample_indices(len(p), n_resamples=args.n_reference, seed=0, strata=bootstrap_strata(y, g)))
     start = time.perf_counter()
     slow = [reference_one(p[i], y[i], g[i])["challenge_score"] for i in idx]
     ref_s = (time.perf_counter() - start) * args.n_resamples / args.n_reference

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biobench import cli
+from biobench import cli, stats
 from biobench.challenge import bundle, data, ingestion, scoring
 from biobench.challenge.ingestion import SubmissionError
 from biobench.errors import DataError
@@ -134,7 +134,10 @@ def test_bootstrap_equals_metric_on_each_resample():
     g = np.repeat([0, 1, 2], 20)
     p = np.round(rng.random(60) + 0.3 * y, 2)
     reps = hybrids.bootstrap(p, y, g, n_resamples=5, seed=7)
-    idx = np.random.default_rng(7).integers(0, 60, size=(5, 60))  # what stats.bootstrap_replicates draws
+    idx = next(stats.resample_indices(60, n_resamples=5, seed=7, strata=hybrids.bootstrap_strata(y, g)))
+    for r in range(5):  # stratified: every resample keeps each (group, label) count
+        for stratum in range(6):
+            assert (hybrids.bootstrap_strata(y, g)[idx[r]] == stratum).sum() == 10
     for r in range(5):
         direct = scoring.challenge_metrics(p[idx[r]], y[idx[r]], g[idx[r]])
         for key in scoring.LEADERBOARD_KEYS:

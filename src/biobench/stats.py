@@ -42,17 +42,8 @@ def bootstrap_replicates(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> Float[np.ndarray, " b"]:
-    """The metric on `n_resamples` resamples of the examples (seeded, reproducible)."""
-    n = len(scores)
-    if n == 0:
-        raise ValueError("Cannot bootstrap an empty set of predictions.")
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // n)
-    out = np.empty(n_resamples, dtype=np.float64)
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        out[start : start + b] = metric(scores, rng.integers(0, n, size=(b, n)))
-    return out
+    """`metric(scores, idx)` on `n_resamples` seeded resamples of the examples (see `replicates`)."""
+    return replicates(lambda idx: metric(scores, idx), len(scores), n_resamples=n_resamples, seed=seed)
 
 
 def bootstrap_ci(
@@ -63,13 +54,9 @@ def bootstrap_ci(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of `metric` over examples."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
-    reps = bootstrap_replicates(scores, metric, n_resamples=n_resamples, seed=seed)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(reps, [alpha, 1 - alpha])
-    return float(low), float(high)
+    """Percentile bootstrap interval of `metric(scores, idx)` over examples (see `metric_ci`)."""
+    ci = metric_ci(lambda idx: metric(scores, idx), len(scores), n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return ci.low, ci.high
 
 
 ###########################

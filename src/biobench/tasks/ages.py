@@ -122,7 +122,8 @@ def _report(
     if HEADLINE not in by_name or len(by_name[HEADLINE]) == 0:
         raise DataError("Ages needs adult training images and not_adult test images for its headline setting; none found.")
     headline = by_name[HEADLINE]
-    low, high = stats.bootstrap_ci(headline, n_resamples=ctx.n_bootstrap, seed=ctx.seed)
+    ci = stats.mean_ci(headline, n_resamples=ctx.n_bootstrap, seed=ctx.seed)
+    low, high = ci.low, ci.high
     return TaskReport(
         metric="accuracy",
         score=float(headline.mean()),

@@ -74,8 +74,6 @@ CSV_URLS = {
     "ref_val.csv": f"{REPO_RAW}/reference_data/ref_val.csv",
     "ref_test.csv": f"{REPO_RAW}/reference_data/ref_test.csv",
 }
-DEGENERATE_LIMIT = 0.5
-"""Report no interval when more than this share of bootstrap resamples lose a whole group."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,12 +138,11 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
     groups = np.array([scoring.GROUPS.index(g) for g in table["group"].to_numpy()[test_rows]], dtype=np.int8)
     board, detailed = scoring.scores_from_metrics(scoring.challenge_metrics(p, y, groups))
     reps = bootstrap(p, y, groups, n_resamples=ctx.n_bootstrap, seed=ctx.seed)
-    n_bad = int(np.isnan(reps["challenge_score"]).sum())
-    intervals = {k: _interval(reps[k]) for k in scoring.LEADERBOARD_KEYS}
+    intervals = {k: stats.percentile_interval(reps[k], board[k]) for k in scoring.LEADERBOARD_KEYS}
     sub_scores = {
         "leaderboard": {k: {"score": board[k], "ci_low": intervals[k][0], "ci_high": intervals[k][1]} for k in board},
         "detailed": detailed,
-        "bootstrap": {"n_resamples": ctx.n_bootstrap, "n_degenerate": n_bad},
+        "bootstrap": {"n_resamples": ctx.n_bootstrap, "strata": "group x hybrid"},
         "n_train": _counts(labels[train_rows]),
         "n_test": {g: _counts(y[groups == i]) for i, g in enumerate(scoring.GROUPS)},
     }
@@ -180,33 +177,30 @@ def bootstrap(
 ) -> dict[str, Float[np.ndarray, " b"]]:
     """Bootstrap replicates of every leaderboard metric, from one set of resamples.
 
-    `stats.bootstrap_replicates` draws the (b, n) index arrays; each batch is turned into
-    per-example counts and scored in one vectorised pass (`scoring.challenge_metrics`
-    with weights). A resample that loses all hybrids or non-hybrids of a group gives NaN.
+    Resampling is stratified by (group, hybrid or not): the reference's composition was
+    fixed when it was built, and every replicate keeps each group scorable (a plain
+    resample can lose every hybrid of a small group, leaving its recall undefined).
+    `stats.replicates` draws the (b, n) index arrays; each batch becomes per-example counts
+    scored in one vectorised pass (`scoring.challenge_metrics` with weights).
     """
     n = len(p)
     kept: dict[str, list[np.ndarray]] = {k: [] for k in scoring.LEADERBOARD_KEYS}
 
-    def metric(scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def metric(idx: np.ndarray) -> np.ndarray:
         b = idx.shape[0]
         counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
-        m = scoring.challenge_metrics(scores, y, groups, counts, roc=False)
+        m = scoring.challenge_metrics(p, y, groups, counts, roc=False)
         for k in kept:
             kept[k].append(m[k])
         return m["challenge_score"]
 
-    stats.bootstrap_replicates(p, metric, n_resamples=n_resamples, seed=seed)
+    stats.replicates(metric, n, n_resamples=n_resamples, seed=seed, strata=bootstrap_strata(y, groups))
     return {k: np.concatenate(v) for k, v in kept.items()}
 
 
-def _interval(reps: np.ndarray, confidence: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile interval over the resamples that keep every group scorable."""
-    ok = reps[~np.isnan(reps)]
-    if len(ok) < (1 - DEGENERATE_LIMIT) * len(reps) or len(ok) == 0:
-        return None, None
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(ok, [alpha, 1 - alpha])
-    return float(low), float(high)
+def bootstrap_strata(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """One stratum per (group, hybrid or not)."""
+    return np.asarray(groups, dtype=np.int64) * 2 + np.asarray(y, dtype=np.int64)
 
 
 ############

@@ -80,7 +80,8 @@ def evaluate(cfg: newt.Config, client, ctx: EvalContext) -> TaskReport:
         per["subcluster"][subcluster or "(none)"].append(score)
         per["task"][o.group].append(score)
         info.append({"task": o.group, "cluster": cluster, "subcluster": subcluster or None, **item})
-    low, high = stats.bootstrap_ci(s.scores, n_resamples=ctx.n_bootstrap, seed=ctx.seed)
+    ci = stats.mean_ci(s.scores, n_resamples=ctx.n_bootstrap, seed=ctx.seed)  # as the probe route does
+    low, high = ci.low, ci.high
     sub_scores = {
         level: {name: {"accuracy": float(np.mean(v)), "n_test": len(v)} for name, v in sorted(parts.items())}
         for level, parts in per.items()
