@@ -96,15 +96,18 @@ def mllm_protocol(base: str, model: Model, debug: bool = False) -> str:
 
 
 def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
-    """Every (task, experiment) pair with its status; nothing is run."""
+    """Every (task, experiment) pair with its status, for the tasks in [data]; nothing is run."""
     done = store.done_keys() if store is not None else set()
     protocols = {
         name: protocol(task, cfg.task_config(name)) if name in cfg.data else f"{name}/v{task.VERSION}"
         for name, task in TASKS.items()
     }
+    # The tasks a config's [data] table names; with no [data] at all, every task shows as
+    # "no data", which tells a new user what exists.
+    names = sorted(cfg.data) if cfg.data else sorted(TASKS)
     out = []
     for exp in cfg.experiments:
-        for name in sorted(TASKS):
+        for name in names:
             m = exp.model
             proto = protocols[name] if m.method != "mllm" else mllm_protocol(protocols[name], m, cfg.settings.debug)
             key = ExperimentKey(name, m.org, m.key_ckpt, m.method, exp.n_train, exp.seed, proto)
