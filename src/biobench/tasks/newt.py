@@ -187,45 +187,69 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
     seconds_fit = time.perf_counter() - start
 
     start = time.perf_counter()
-    ids, scores, info = [], [], []
-    per: dict[str, dict[str, list]] = {"cluster": defaultdict(list), "subcluster": defaultdict(list), "task": defaultdict(list)}
-    task_meta = {}
+    ids, scores, info, task_meta = [], [], [], {}
     for (task, cluster, subcluster, train, test), (pred, params) in zip(meta, outputs):
-        correct = (pred == labels[test]).astype(np.float64)
+        scores.append((pred == labels[test]).astype(np.float64))
         ids.extend(df["id"][test].to_list())
-        scores.append(correct)
         info.extend(
             {"task": task, "cluster": cluster, "subcluster": subcluster or None, "label": int(y), "pred": int(p)}
             for y, p in zip(labels[test], pred)
         )
-        per["cluster"][cluster].append(correct)
-        per["subcluster"][subcluster or "(none)"].append(correct)
-        per["task"][task].append(correct)
         task_meta[task] = {"n_train": int(len(train)), "params": params}
-    all_scores = np.concatenate(scores)
-    # Pooled accuracy: a plain (unstratified) bootstrap over test images (biobench.stats).
-    ci = stats.mean_ci(all_scores, n_resamples=ctx.n_bootstrap, seed=ctx.seed)
-    low, high = ci.low, ci.high
+    return accuracy_report(
+        ids,
+        np.concatenate(scores),
+        info,
+        ctx,
+        n_train_actual=max(m["n_train"] for m in task_meta.values()),
+        task_meta=task_meta,
+        seconds_fit=seconds_fit,
+        started=start,
+    )
+
+
+def accuracy_report(
+    ids: list[str],
+    scores: Float[np.ndarray, " n"],
+    info: list[dict],
+    ctx: EvalContext,
+    *,
+    n_train_actual: int,
+    task_meta: dict[str, dict] | None = None,
+    seconds_fit: float,
+    started: float,
+    **extra,
+) -> TaskReport:
+    """NeWT's score, shared by the probe and MLLM routes: accuracy pooled over every test
+    image with a plain bootstrap interval, and sub-scores per cluster, subcluster and task
+    (each `info` row names its task, cluster and subcluster; `task_meta` adds per-task details)."""
+    per: dict[str, dict[str, list[float]]] = {"cluster": defaultdict(list), "subcluster": defaultdict(list), "task": defaultdict(list)}
+    for row, score in zip(info, scores, strict=True):
+        per["cluster"][row["cluster"]].append(score)
+        per["subcluster"][row["subcluster"] or "(none)"].append(score)
+        per["task"][row["task"]].append(score)
+    task_meta = task_meta or {}
     sub_scores = {
         level: {
-            name: {"accuracy": float(np.concatenate(parts).mean()), "n_test": int(sum(len(p) for p in parts))}
-            | (task_meta[name] if level == "task" else {})
+            name: {"accuracy": float(np.mean(parts)), "n_test": len(parts)} | (task_meta.get(name, {}) if level == "task" else {})
             for name, parts in sorted(groups.items())
         }
         for level, groups in per.items()
     }
+    ci = stats.mean_ci(scores, n_resamples=ctx.n_bootstrap, seed=ctx.seed)
     return TaskReport(
         metric="accuracy",
-        score=float(all_scores.mean()),
-        ci_low=low,
-        ci_high=high,
-        n_train_actual=max(m["n_train"] for m in task_meta.values()),
+        score=ci.estimate,
+        ci_low=ci.low,
+        ci_high=ci.high,
+        n_train_actual=n_train_actual,
         example_ids=ids,
-        example_scores=all_scores,
+        example_scores=scores,
         example_info=info,
         sub_scores=sub_scores,
         seconds_fit=seconds_fit,
-        seconds_score=time.perf_counter() - start,
+        seconds_score=time.perf_counter() - started,
+        **extra,
     )
 
 

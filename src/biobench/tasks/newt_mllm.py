@@ -10,13 +10,10 @@ in dictionary order, so the names in the prompt and the 0/1 labels could disagre
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from biobench import stats
 from biobench.errors import DataError
 from biobench.mllm.evaluate import Group, classify, summary
 from biobench.tasks import newt
@@ -72,32 +69,18 @@ def evaluate(cfg: newt.Config, client, ctx: EvalContext) -> TaskReport:
     seconds_fit = time.perf_counter() - start
 
     start = time.perf_counter()
-    per: dict[str, dict[str, list[float]]] = {"cluster": defaultdict(list), "subcluster": defaultdict(list), "task": defaultdict(list)}
     info = []
-    for o, score, item in zip(outcomes, s.scores, s.info, strict=True):
+    for o, item in zip(outcomes, s.info, strict=True):
         cluster, subcluster = meta[o.group]
-        per["cluster"][cluster].append(score)
-        per["subcluster"][subcluster or "(none)"].append(score)
-        per["task"][o.group].append(score)
         info.append({"task": o.group, "cluster": cluster, "subcluster": subcluster or None, **item})
-    ci = stats.mean_ci(s.scores, n_resamples=ctx.n_bootstrap, seed=ctx.seed)  # as the probe route does
-    low, high = ci.low, ci.high
-    sub_scores = {
-        level: {name: {"accuracy": float(np.mean(v)), "n_test": len(v)} for name, v in sorted(parts.items())}
-        for level, parts in per.items()
-    }
-    return TaskReport(
-        metric="accuracy",
-        score=float(s.scores.mean()),
-        ci_low=low,
-        ci_high=high,
+    return newt.accuracy_report(
+        [o.example_id for o in outcomes],
+        s.scores,
+        info,
+        ctx,
         n_train_actual=s.n_shots_max,
-        example_ids=[o.example_id for o in outcomes],
-        example_scores=s.scores,
-        example_info=info,
-        sub_scores=sub_scores,
         seconds_fit=seconds_fit,
-        seconds_score=time.perf_counter() - start,
+        started=start,
         cost_usd=s.cost_usd,
         n_failed=s.n_failed,
         parse_rate=s.parse_rate,
