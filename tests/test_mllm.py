@@ -168,8 +168,8 @@ def test_context_window_caps_the_examples(mllm_server, newt_dir):
 
 def test_retries_are_counted_and_succeed(mllm_server, newt_dir):
     mllm_server.state.script = ["429", "500", "malformed", "stall"]
-    mllm_server.state.stall_s = 1.5
-    result, stats = run_newt(mllm_server, newt_dir, n_train=2, tasks=TWO_TASKS[:1], timeout_s=0.4)
+    mllm_server.state.stall_s = 3.0  # well past the timeout, which is generous so a slow CI never times out a normal answer
+    result, stats = run_newt(mllm_server, newt_dir, n_train=2, tasks=TWO_TASKS[:1], timeout_s=1.0)
     assert result.n_failed == 0 and result.n_test == 20
     assert stats.retries == 4 and stats.requests == 24 and len(mllm_server.state.records) == 24
     assert sum(i["attempts"] for i in result.example_info) == 24
