@@ -19,7 +19,7 @@ import logging
 import sys
 import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -332,41 +332,28 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
     for p in todo:
         by_model.setdefault(p.experiment.model, {}).setdefault(p.task, []).append(p)
     budget = Budget(max_usd)
+    backbone = None
+
+    def probe_reports(model: Model, task_name: str, items: list[Planned]) -> Iterator[Report]:
+        """A task's reports; the model loads on first use, inside `_store_reports`' error handling."""
+        nonlocal backbone
+        if backbone is None:
+            backbone = load_model(model, cfg.settings.resolved_device())
+        yield from execute(model, task_name, [p.experiment for p in items], cfg, [p.key for p in items], backbone=backbone)
+
     for model, by_task in by_model.items():
         if model.method == "mllm":
             if not _run_mllm(model, by_task, cfg, store, run_id, summary, budget, len(todo)):
                 return  # budget reached: stop everything, cleanly
             continue
-        backbone = None
         groups = list(by_task.items())
         for i, (task_name, items) in enumerate(groups):
-            remaining = len(items)
-            try:
-                if backbone is None:
-                    backbone = load_model(model, cfg.settings.resolved_device())
-                for report in execute(
-                    model, task_name, [p.experiment for p in items], cfg, [p.key for p in items], backbone=backbone
-                ):
-                    store.write(report)
-                    store.heartbeat(run_id)
-                    remaining -= 1
-                    summary.run += 1
-                    print_result(report, f"[{summary.run + summary.failed}/{len(todo)}]")
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:
-                summary.failed += remaining
-                if isinstance(err, BiobenchError):
-                    message = str(err)
-                    logger.error("%s with %s failed: %s", task_name, model.name, err)
-                else:
-                    message = f"{type(err).__name__}: {err}"
-                    logger.error("%s with %s failed:\n%s", task_name, model.name, traceback.format_exc())
-                summary.errors.append(f"{task_name} with {model.name}: {message}")
-                if backbone is None:  # the model itself failed: its other tasks would fail the same way
-                    summary.failed += sum(len(rest) for _, rest in groups[i + 1 :])
-                    break
-        del backbone
+            reports = probe_reports(model, task_name, items)
+            stored = _store_reports(reports, task_name, model, len(items), store, run_id, summary, len(todo))
+            if not stored and backbone is None:  # the model itself failed: its other tasks would fail the same way
+                summary.failed += sum(len(rest) for _, rest in groups[i + 1 :])
+                break
+        backbone = None  # free the model before the next one loads
         _free_accelerator()
 
 
@@ -388,31 +375,53 @@ def _run_mllm(
     try:
         with Client(model, registry.resolve(model), cache=store, budget=budget, seed=0) as client:
             for task_name, items in by_task.items():
-                remaining = len(items)
-                try:
-                    for report in execute_mllm(model, task_name, [p.experiment for p in items], cfg, [p.key for p in items], client):
-                        store.write(report)
-                        store.heartbeat(run_id)
-                        remaining -= 1
-                        summary.run += 1
-                        summary.answers_failed += report.n_failed or 0
-                        print_result(report, f"[{summary.run + summary.failed}/{n_todo}]")
-                except (KeyboardInterrupt, SystemExit, BudgetExhausted):
-                    raise
-                except Exception as err:
-                    summary.failed += remaining
-                    message = str(err) if isinstance(err, BiobenchError) else f"{type(err).__name__}: {err}"
-                    if isinstance(err, BiobenchError):
-                        logger.error("%s with %s failed: %s", task_name, model.name, err)
-                    else:
-                        logger.error("%s with %s failed:\n%s", task_name, model.name, traceback.format_exc())
-                    summary.errors.append(f"{task_name} with {model.name}: {message}")
+                keys = [p.key for p in items]
+                reports = execute_mllm(model, task_name, [p.experiment for p in items], cfg, keys, client)  # lazy: runs as stored
+                _store_reports(reports, task_name, model, len(items), store, run_id, summary, n_todo, passthrough=(BudgetExhausted,))
     except BudgetExhausted as err:
         summary.budget_stopped = True
         logger.warning("%s", err)
         return False
     finally:
         summary.spent_usd += budget.spent_usd - spent_before
+    return True
+
+
+def _store_reports(
+    reports: Iterable[Report],
+    task_name: str,
+    model: Model,
+    n: int,
+    store: Store,
+    run_id: str,
+    summary: Summary,
+    n_todo: int,
+    passthrough: tuple[type[BaseException], ...] = (),
+) -> bool:
+    """Store each of a task's `n` reports as it arrives (`reports` is lazy: the work happens as it
+    is iterated). On an error (other than Ctrl-C and `passthrough`), count the unfinished ones
+    as failed, say why, and return False."""
+    remaining = n
+    try:
+        for report in reports:
+            store.write(report)
+            store.heartbeat(run_id)
+            remaining -= 1
+            summary.run += 1
+            summary.answers_failed += report.n_failed or 0
+            print_result(report, f"[{summary.run + summary.failed}/{n_todo}]")
+    except (KeyboardInterrupt, SystemExit, *passthrough):
+        raise
+    except Exception as err:
+        summary.failed += remaining
+        if isinstance(err, BiobenchError):
+            message = str(err)
+            logger.error("%s with %s failed: %s", task_name, model.name, err)
+        else:
+            message = f"{type(err).__name__}: {err}"
+            logger.error("%s with %s failed:\n%s", task_name, model.name, traceback.format_exc())
+        summary.errors.append(f"{task_name} with {model.name}: {message}")
+        return False
     return True
 
 
