@@ -110,10 +110,6 @@ def split_rows(df: pl.DataFrame, train_stage: str, test_stage: str) -> tuple[np.
     return np.flatnonzero((split == "train") & (stage == train_stage)), np.flatnonzero((split == "test") & (stage == test_stage))
 
 
-def _normalize(x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def _report(
     parts: list[tuple[str, list[str], np.ndarray, list[dict]]], ctx: EvalContext, n_train_actual: int, params=None, **extra
 ) -> TaskReport:
@@ -163,7 +159,7 @@ def _probe(x_train, y_train, x_test, seed: int) -> tuple[np.ndarray, dict]:
 
 def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
     df = images.table if images.table is not None else read_labels(cfg)
-    x = _normalize(np.asarray(features, dtype=np.float64))
+    x = newt.l2_normalize(np.asarray(features, dtype=np.float64))
     y = df["species"].to_numpy()
     ids = df["id"].to_list()
     parts, n_used, seconds_fit, chosen = [], 0, 0.0, {}
@@ -173,9 +169,9 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         if len(train) == 0 or len(test) == 0:
             continue
         train = train[balanced_sample(y[train], ctx.n_train, task_rng(ctx.seed, name))]
-        mean = x[train].mean(axis=0, keepdims=True)
         start = time.perf_counter()
-        pred, params = _probe(_normalize(x[train] - mean), y[train], _normalize(x[test] - mean), ctx.seed)
+        x_train, x_test = newt.centre_on_train(x[train], x[test])
+        pred, params = _probe(x_train, y[train], x_test, ctx.seed)
         seconds_fit += time.perf_counter() - start
         n_used, chosen[name] = max(n_used, len(train)), params
         parts.append((

@@ -156,8 +156,16 @@ def _fit_one(
 ) -> tuple[np.ndarray, dict]:
     from biobench.probes import svm  # scikit-learn loads only when a probe is fit
 
+    x_train, x_test = centre_on_train(x_train, x_test)
+    return svm.fit_predict(x_train, y_train, x_test, seed=seed)
+
+
+def centre_on_train(
+    x_train: Float[np.ndarray, "n d"], x_test: Float[np.ndarray, "m d"]
+) -> tuple[Float[np.ndarray, "n d"], Float[np.ndarray, "m d"]]:
+    """The protocol's per-task step: subtract the training mean, then L2-normalise both sets."""
     mean = x_train.mean(axis=0, keepdims=True)
-    return svm.fit_predict(l2_normalize(x_train - mean), y_train, l2_normalize(x_test - mean), seed=seed)
+    return l2_normalize(x_train - mean), l2_normalize(x_test - mean)
 
 
 def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
