@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float
 
+from biobench import atomic
+
 logger = logging.getLogger(__name__)
 
 LAYOUT_VERSION = "v1"
@@ -136,7 +138,7 @@ class FeatureCache:
         d.mkdir(parents=True, exist_ok=True)
         info_path = d / "backbone.json"
         if not info_path.exists():
-            _atomic_write_text(info_path, json.dumps({**backbone_info, "fingerprint": fingerprint}, indent=2))
+            atomic.write_text(info_path, json.dumps({**backbone_info, "fingerprint": fingerprint}, indent=2))
 
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         tmp = d / f"tmp-{name}"
@@ -216,7 +218,3 @@ def _fsync(path: Path) -> None:
         os.fsync(fd.fileno())
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -20,13 +20,13 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from biobench import atomic
 from biobench.challenge import classifier as classifier_mod
 from biobench.challenge import data
 
@@ -81,7 +81,7 @@ def train_baseline(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("submission_model.py"), out / "model.py")
-    _atomic_bytes(out / "classifier.pkl", pickle.dumps(clf))
+    atomic.write_bytes(out / "classifier.pkl", pickle.dumps(clf))
     meta = {
         "backbone": {"org": spec.org, "ckpt": spec.ckpt, "pretrained": spec.pretrained},
         "backbone_fingerprint": fingerprint(backbone),
@@ -96,20 +96,14 @@ def train_baseline(
         "n_hybrid": int(y.sum()),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_bytes(out / "metadata.json", (json.dumps(meta, indent=2) + "\n").encode())
+    atomic.write_bytes(out / "metadata.json", (json.dumps(meta, indent=2) + "\n").encode())
     packages = ["torch", *_ORG_PACKAGES.get(spec.org, []), f"scikit-learn=={sklearn.__version__}", "pillow", "numpy"]
     requirements = (
         "# Installed by the challenge's ingestion program before model.py is imported.\n"
         "# biobench itself must be in the docker image (pip install biobench, or its wheel): model.py\n"
         "# builds the backbone through it, exactly as for the training features.\n" + "\n".join(packages) + "\n"
     )
-    _atomic_bytes(out / "requirements.txt", requirements.encode())
+    atomic.write_bytes(out / "requirements.txt", requirements.encode())
     return BaselineResult(
         out, len(y), int(y.sum()), classifier_mod.hybrid_probability(clf, emb.features), emb.seconds, emb.n_embedded
     )
-
-
-def _atomic_bytes(path: Path, blob: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
