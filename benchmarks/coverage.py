@@ -62,7 +62,9 @@ def main() -> None:
         args.sims, settings = 200, [(2, 200), (10, 300)]
 
     rng = np.random.default_rng(0)
-    print(f"{'classes':>7} {'n':>6} {'metric':>9} {'truth':>6} {'coverage':>8} {'miss low':>8} {'miss high':>9} {'guarded':>7} {'mean width':>10}  seconds")
+    print(
+        f"{'classes':>7} {'n':>6} {'metric':>9} {'truth':>6} {'coverage':>8} {'miss low':>8} {'miss high':>9} {'guarded':>7} {'mean width':>10}  seconds"
+    )
     results = {}
     for n_classes, n in settings:
         sizes, acc = setting(n_classes, n, rng)

@@ -68,14 +68,18 @@ def main() -> None:
     print(f"biobench (embed once, then cache):   {ours_s:8.2f} s")
     print(f"one cache hit (keys + memory map):   {min(per_hit):8.3f} s")
     print(f"speed-up: {reference_s / ours_s:.1f}x")
-    print(json.dumps({
-        "cache_speedup": round(reference_s / ours_s, 2),
-        "reference_s": round(reference_s, 3),
-        "ours_s": round(ours_s, 3),
-        "cache_hit_s": round(min(per_hit), 4),
-        "n_images": len(images),
-        "experiments": args.experiments,
-    }))
+    print(
+        json.dumps(
+            {
+                "cache_speedup": round(reference_s / ours_s, 2),
+                "reference_s": round(reference_s, 3),
+                "ours_s": round(ours_s, 3),
+                "cache_hit_s": round(min(per_hit), 4),
+                "n_images": len(images),
+                "experiments": args.experiments,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

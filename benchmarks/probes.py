@@ -92,7 +92,15 @@ def bench_ridge(size: str, n: int, d: int, n_classes: int, device: str) -> dict:
     model, ours_s = timed(lambda: ridge.fit(x, y, alphas=alphas, device=device))
     ours_acc = float(np.mean(model.predict(xt) == yt))
     if n * n_classes * 8 > RIDGE_REF_MAX_TARGET_BYTES:
-        row("ridge", size, None, ours_s, None, ours_acc, f"reference skipped: dense target {n * n_classes * 8 / 1e9:.0f} GB; alpha={model.alpha:g}")
+        row(
+            "ridge",
+            size,
+            None,
+            ours_s,
+            None,
+            ours_acc,
+            f"reference skipped: dense target {n * n_classes * 8 / 1e9:.0f} GB; alpha={model.alpha:g}",
+        )
         return {}
     search = sklearn.model_selection.GridSearchCV(
         sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), sklearn.linear_model.RidgeClassifier(1.0)),
@@ -131,17 +139,38 @@ def bench_bootstrap(size: str, n: int) -> dict:
     correct = (rng.random(n) < 0.73).astype(np.float64)
     ours, ours_s = timed(lambda: stats.mean_ci(correct, n_resamples=1000, seed=0))
     if n > 200_000:
-        row("bootstrap", size, None, ours_s, None, ours.estimate, f"reference skipped (~{n / 100_000 * 2:.0f} min); CI [{ours.low:.4f}, {ours.high:.4f}]")
+        row(
+            "bootstrap",
+            size,
+            None,
+            ours_s,
+            None,
+            ours.estimate,
+            f"reference skipped (~{n / 100_000 * 2:.0f} min); CI [{ours.low:.4f}, {ours.high:.4f}]",
+        )
         return {}
     # The general path (index arrays, used for macro metrics and any metric of predictions).
     idx_ci, idx_s = timed(lambda: stats.metric_ci(lambda i: stats.mean_score(correct, i), n, n_resamples=1000, seed=0))
     preds = [Prediction(str(i), float(s), {}) for i, s in enumerate(correct)]
     ref, ref_s = timed(lambda: seed_confidence_interval(preds, 1000, 0))
     row(
-        "bootstrap", size, ref_s, ours_s, float(correct.mean()), ours.estimate,
+        "bootstrap",
+        size,
+        ref_s,
+        ours_s,
+        float(correct.mean()),
+        ours.estimate,
         f"mean_ci (counts); CI ref [{ref[0]:.4f}, {ref[1]:.4f}] ours [{ours.low:.4f}, {ours.high:.4f}]",
     )
-    row("bootstrap_idx", size, ref_s, idx_s, float(correct.mean()), idx_ci.estimate, f"metric_ci (index arrays); CI [{idx_ci.low:.4f}, {idx_ci.high:.4f}]")
+    row(
+        "bootstrap_idx",
+        size,
+        ref_s,
+        idx_s,
+        float(correct.mean()),
+        idx_ci.estimate,
+        f"metric_ci (index arrays); CI [{idx_ci.low:.4f}, {idx_ci.high:.4f}]",
+    )
     return {"bootstrap_speedup": ref_s / ours_s, "bootstrap_index_speedup": ref_s / idx_s}
 
 
@@ -168,7 +197,12 @@ def bench_exemplar(size: str, n: int, d: int, noise: float, n_queries: int, devi
     ref_top1 = float(np.mean(individuals[ref_matches] == individuals[queries]))
     ours_top1 = float(np.mean(individuals[matches[queries]] == individuals[queries]))
     row(
-        "exemplar_svm", size, ref_s, ours_s, ref_top1, ours_top1,
+        "exemplar_svm",
+        size,
+        ref_s,
+        ours_s,
+        ref_top1,
+        ours_top1,
         f"reference timed on {len(queries)} queries x {n / len(queries):.0f}; top-1 on those queries "
         f"(ours on all {n}: {np.mean(individuals[matches] == individuals):.4f}); same best match {np.mean(matches[queries] == ref_matches):.0%}",
     )
@@ -202,7 +236,14 @@ def main() -> None:
             out |= bench_exemplar(size, *ex, args.exemplar_queries, args.device)
         summary[size] = out
     at = "middle" if "middle" in summary else sizes[-1]
-    keys = ["ridge_speedup", "ridge_acc_delta", "bootstrap_speedup", "exemplar_svm_speedup", "exemplar_svm_top1_delta", "bootstrap_index_speedup"]
+    keys = [
+        "ridge_speedup",
+        "ridge_acc_delta",
+        "bootstrap_speedup",
+        "exemplar_svm_speedup",
+        "exemplar_svm_top1_delta",
+        "bootstrap_index_speedup",
+    ]
     print(json.dumps({k: (round(summary[at][k], 3) if k in summary[at] else None) for k in keys} | {"size": at}))
 
 

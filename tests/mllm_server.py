@@ -149,18 +149,20 @@ def make_app(state: ServerState) -> web.Application:
             else:
                 text = f"This looks like **{label}**."
             record.answer = text
-            return web.json_response({
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "test"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {
-                    "prompt_tokens": state.prompt_tokens,
-                    "completion_tokens": state.completion_tokens,
-                    "total_tokens": state.prompt_tokens + state.completion_tokens,
-                },
-            })
+            return web.json_response(
+                {
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", "test"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {
+                        "prompt_tokens": state.prompt_tokens,
+                        "completion_tokens": state.completion_tokens,
+                        "total_tokens": state.prompt_tokens + state.completion_tokens,
+                    },
+                }
+            )
         finally:
             with state.lock:
                 state.in_flight -= 1
@@ -208,8 +210,6 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-
 
 
 _SERVER: Server | None = None

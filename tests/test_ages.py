@@ -10,11 +10,13 @@ import pytest
 
 from biobench import config, report, runner
 from biobench.config import Model
+from biobench.evaluation import EvalContext
 from biobench.mllm import registry
 from biobench.mllm.client import Client
+from biobench.routes import mllm as mllm_route
+from biobench.routes import probe as route
 from biobench.store import Store
 from biobench.tasks import ages, newt
-from biobench.tasks.base import EvalContext
 from tests.conftest import run_cli
 
 
@@ -32,7 +34,7 @@ def test_fixture_is_newt_format_with_twelve_age_tasks(ages_dir):
     assert sorted(df["task"].unique()) == sorted(ages.SPECIES)
     assert set(df["text_label"]) == {"adult", "not_adult"}
     assert all((ages_dir / newt.IMAGES_DIR / f"{i}.jpg").is_file() for i in df["id"])
-    labels = ages.read_labels(ages.Config(data=ages_dir))
+    labels = ages.read_labels(ages.Options(data=ages_dir))
     assert labels["species"].min() == 0 and labels["species"].max() == 11
 
 
@@ -56,11 +58,11 @@ def small_search(monkeypatch):
 
 
 def test_settings_use_the_right_train_and_test_stages(ages_dir, small_search):
-    cfg = ages.Config(data=ages_dir)
-    images = ages.image_set(cfg)
+    cfg = ages.Options(data=ages_dir)
+    examples, per_image = ages.read(cfg), ages.read_labels(cfg)
     ctx = EvalContext(n_train=-1, seed=0, n_bootstrap=100)
-    both = ages.evaluate(cfg, images, planted_features(images.table, True), ctx)
-    adult_only = ages.evaluate(cfg, images, planted_features(images.table, False), ctx)
+    both = route.evaluate(ages.SPEC, cfg, examples, planted_features(per_image, True), ctx)
+    adult_only = route.evaluate(ages.SPEC, cfg, examples, planted_features(per_image, False), ctx)
     acc = lambda r, s: r.sub_scores["setting"][s]["accuracy"]  # noqa: E731
     assert all(acc(both, s) > 0.9 for s in ("adult/adult", "not_adult/not_adult", "adult/not_adult"))
     assert acc(adult_only, "adult/adult") > 0.9
@@ -75,9 +77,9 @@ def test_settings_use_the_right_train_and_test_stages(ages_dir, small_search):
 
 
 def test_n_train_is_balanced_over_species(ages_dir):
-    cfg = ages.Config(data=ages_dir)
-    images = ages.image_set(cfg)
-    result = ages.evaluate(cfg, images, planted_features(images.table, True), EvalContext(n_train=24, seed=1, n_bootstrap=50))
+    cfg = ages.Options(data=ages_dir)
+    features = planted_features(ages.read_labels(cfg), True)
+    result = route.evaluate(ages.SPEC, cfg, ages.read(cfg), features, EvalContext(n_train=24, seed=1, n_bootstrap=50))
     assert result.n_train_actual == 24 and result.score > 0.8
 
 
@@ -119,8 +121,8 @@ def test_pixel_stats_and_mllm_rows_side_by_side(ages_dir, mllm_server, config_fi
 
 def test_shuffled_species_are_near_chance(tmp_path, mllm_server):
     ages.make_fixture(tmp_path, seed=0, shuffle_labels=True)
-    cfg = ages.Config(data=tmp_path)
+    cfg = ages.Options(data=tmp_path)
     model = Model("local", "test-vlm", method="mllm", base_url=mllm_server.url, context_tokens=100_000, max_rps=500.0, parallel=8)
     with Client(model, registry.resolve(model)) as client:
-        result = ages.evaluate_mllm(cfg, client, EvalContext(n_train=24, seed=0, n_bootstrap=50))
+        result = mllm_route.evaluate(ages.SPEC, ages.read(cfg), client, EvalContext(n_train=24, seed=0, n_bootstrap=50))
     assert result.score < 0.3

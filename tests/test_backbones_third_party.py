@@ -432,9 +432,7 @@ def offline_results(tmp_path_factory) -> list[dict]:
     env.pop("HF_HUB_CACHE", None)
     env.pop("HUGGINGFACE_HUB_CACHE", None)
     cases = json.dumps([[org, ckpt] for org, ckpt, _ in OFFLINE_CKPTS])
-    proc = subprocess.run(
-        [sys.executable, "-c", _OFFLINE_SCRIPT, cases], env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", _OFFLINE_SCRIPT, cases], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS=")][-1]
     return json.loads(line.removeprefix("RESULTS="))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -169,7 +170,7 @@ def test_task_in_a_config_run_is_stored(config_file, hybrids_dir, tmp_path):
 
 def test_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(DataError, match="biobench fixture hybrids"):
-        hybrids.image_set(hybrids.Config(data=tmp_path))
+        hybrids.read(hybrids.Options(data=tmp_path))
 
 
 #############
@@ -300,8 +301,11 @@ def test_bundle_programs_run_without_biobench(hybrids_dir, submission, tmp_path)
 
     sub, _ = submission
     out = bundle.build_bundle(
-        tmp_path / "bundle", val_ref=hybrids_dir / "ref_val.csv", test_ref=hybrids_dir / "ref_test.csv",
-        test_images=hybrids_dir / "test", baselines=(sub,),
+        tmp_path / "bundle",
+        val_ref=hybrids_dir / "ref_val.csv",
+        test_ref=hybrids_dir / "ref_test.csv",
+        test_images=hybrids_dir / "test",
+        baselines=(sub,),
     )
     comp = yaml.safe_load((out / "competition.yaml").read_text())
     assert comp["version"] == 2
@@ -322,16 +326,28 @@ def test_bundle_programs_run_without_biobench(hybrids_dir, submission, tmp_path)
     standalone = _submission(tmp_path, RED)
     work = tmp_path / "app"
     ingest = subprocess.run(
-        [sys.executable, str(out / "ingestion_program" / "ingestion.py"), str(out / "input_data" / "test"),
-         str(work / "input" / "res"), str(out / "ingestion_program"), str(standalone)],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            str(out / "ingestion_program" / "ingestion.py"),
+            str(out / "input_data" / "test"),
+            str(work / "input" / "res"),
+            str(out / "ingestion_program"),
+            str(standalone),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert ingest.returncode == 0, ingest.stderr
     (work / "input" / "ref").mkdir(parents=True)
     (work / "input" / "ref" / "ref_test.csv").write_bytes((out / "reference_data" / "test" / "ref_test.csv").read_bytes())
     score = subprocess.run(
         [sys.executable, str(out / "scoring_program" / "score.py"), str(work / "input"), str(work / "output")],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert score.returncode == 0, score.stderr
     board = json.loads((work / "output" / "scores.json").read_text())
@@ -340,9 +356,18 @@ def test_bundle_programs_run_without_biobench(hybrids_dir, submission, tmp_path)
     # And a bad submission is reported by the standalone program with the file and image.
     crash = _submission(tmp_path / "c", RED.replace("return sum", "raise ValueError('boom') #"))
     bad = subprocess.run(
-        [sys.executable, str(out / "ingestion_program" / "ingestion.py"), str(out / "input_data" / "test"),
-         str(work / "res2"), str(out / "ingestion_program"), str(crash)],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            str(out / "ingestion_program" / "ingestion.py"),
+            str(out / "input_data" / "test"),
+            str(work / "res2"),
+            str(out / "ingestion_program"),
+            str(crash),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert bad.returncode == 1 and "crashed in predict() on image" in bad.stderr and "boom" in bad.stderr
 
@@ -374,8 +399,9 @@ def test_download_lays_out_the_task_and_checks_md5(tmp_path):
         df.with_columns(file_url=pl.Series(urls)).write_csv(remote / f"served-{name}")
         csv_urls[name] = (remote / f"served-{name}").as_uri()
     local = tmp_path / "local"
-    hybrids.download(local, csv_urls=csv_urls)
-    images = hybrids.image_set(hybrids.Config(data=local))
+    resources = tuple(dataclasses.replace(r, url=csv_urls[r.filename]) for r in hybrids.RESOURCES)
+    hybrids.SPEC.fetch(local, resources)
+    images = hybrids.read(hybrids.Options(data=local)).images
     assert len(images) == 80 + 98 and all(Path(p).is_file() for p in images.paths)
 
     # A corrupted training image on the "server" fails its md5 and is named.
@@ -384,28 +410,69 @@ def test_download_lays_out_the_task_and_checks_md5(tmp_path):
     victim.write_bytes(b"corrupt")
     (local / "train" / train["filename"][0]).unlink()
     with pytest.raises(DataError, match=r"(?s)1 of 258 hybrids images failed to download.*CAM010000.jpg.*md5"):
-        hybrids.download(local, csv_urls=csv_urls)
+        hybrids.SPEC.fetch(local, resources)
 
 
 def test_cli_baseline_ingest_score_bundle(hybrids_dir, tmp_path, capsys):
     sub, res = tmp_path / "sub", tmp_path / "res"
-    assert cli.main([
-        "challenge", "baseline", "--backbone", "builtin:pixel-stats", "--train-csv", str(hybrids_dir / hybrids.TRAIN_CSV),
-        "--images", str(hybrids_dir / "train"), "--out", str(sub), "--classifier", "sgd", "--n-workers", "0",
-    ]) == 0
+    assert (
+        cli.main(
+            [
+                "challenge",
+                "baseline",
+                "--backbone",
+                "builtin:pixel-stats",
+                "--train-csv",
+                str(hybrids_dir / hybrids.TRAIN_CSV),
+                "--images",
+                str(hybrids_dir / "train"),
+                "--out",
+                str(sub),
+                "--classifier",
+                "sgd",
+                "--n-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert json.loads((sub / "metadata.json").read_text())["classifier"] == "sgd"
     assert cli.main(["challenge", "ingest", "--submission", str(sub), "--images", str(hybrids_dir / "val"), "--out", str(res)]) == 0
     assert "80 images scored, 0 unreadable" in capsys.readouterr().out
-    assert cli.main([
-        "challenge", "score", "--ref", str(hybrids_dir / "ref_val.csv"), "--pred", str(res / "predictions.txt"),
-        "--out", str(res / "scores.json"),
-    ]) == 0
+    assert (
+        cli.main(
+            [
+                "challenge",
+                "score",
+                "--ref",
+                str(hybrids_dir / "ref_val.csv"),
+                "--pred",
+                str(res / "predictions.txt"),
+                "--out",
+                str(res / "scores.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((res / "scores.json").read_text())["challenge_score"] > 0.5
     assert cli.main(["challenge", "bundle", "--out", str(tmp_path / "b"), "--baseline", str(sub)]) == 0
     assert (tmp_path / "b" / "competition.yaml").is_file() and (tmp_path / "b" / "baselines" / "sub" / "classifier.pkl").is_file()
     # Missing training images are named before any model is loaded.
-    assert cli.main([
-        "challenge", "baseline", "--backbone", "builtin:pixel-stats", "--train-csv", str(hybrids_dir / hybrids.TRAIN_CSV),
-        "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "sub2"),
-    ]) == 1
+    assert (
+        cli.main(
+            [
+                "challenge",
+                "baseline",
+                "--backbone",
+                "builtin:pixel-stats",
+                "--train-csv",
+                str(hybrids_dir / hybrids.TRAIN_CSV),
+                "--images",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(tmp_path / "sub2"),
+            ]
+        )
+        == 1
+    )
     assert "80 of 80 images of 'hdr-train' are missing" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def test_task_options_are_validated(config_file, newt_dir):
             """
         )
     )
-    task_cfg = cfg.task_config("newt")
+    task_cfg = cfg.task_options_for("newt")
     assert task_cfg.include_clusters == ("appearance",)
     assert task_cfg.exclude_tasks == ("ml_age_bald_eagle",)
     assert task_cfg.data == newt_dir
@@ -139,7 +139,7 @@ def test_model_table_errors(config_file):
     msg = error_of(config_file, '[[models]]\norg = "builtin"\nckpt = "x"\nmethd = "cvml"\n')
     assert "methd" in msg and "method" in msg and "config.toml:4" in msg
     assert "mllm" in error_of(config_file, '[[models]]\norg = "builtin"\nckpt = "x"\nmethod = "llm"\n')
-    assert "[[models]]" in error_of(config_file, 'n_train = 1\n')
+    assert "[[models]]" in error_of(config_file, "n_train = 1\n")
 
 
 def test_missing_data_dir_names_task_path_and_fix(config_file, tmp_path):
@@ -157,7 +157,7 @@ def test_empty_data_entry_skips_task(config_file):
 def test_unknown_task_in_data_and_unknown_task_option(config_file, newt_dir):
     msg = error_of(config_file, f'[[models]]\norg = "builtin"\nckpt = "pixel-stats"\n[data]\nnewtt = "{newt_dir}"\n')
     assert "newtt" in msg and "newt" in msg
-    msg = error_of(config_file, f'[[models]]\norg = "builtin"\nckpt = "pixel-stats"\n[newt]\nclusters = ["a"]\n')
+    msg = error_of(config_file, '[[models]]\norg = "builtin"\nckpt = "pixel-stats"\n[newt]\nclusters = ["a"]\n')
     assert "clusters" in msg and "include_clusters" in msg
 
 

@@ -272,12 +272,8 @@ def _files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-@pytest.mark.parametrize(
-    "bad_name", ["../evil.txt", "/tmp/biobench-test-evil.txt", "ok/../../evil.txt"]
-)
-def test_extract_tar_rejects_escaping_names(
-    tmp_path: Path, tar_filter: bool, bad_name: str
-) -> None:
+@pytest.mark.parametrize("bad_name", ["../evil.txt", "/tmp/biobench-test-evil.txt", "ok/../../evil.txt"])
+def test_extract_tar_rejects_escaping_names(tmp_path: Path, tar_filter: bool, bad_name: str) -> None:
     work = tmp_path / "work"
     work.mkdir()
     archive = _write_tar(work / "bad.tar.gz", {"good.txt": b"ok", bad_name: b"evil"})
@@ -292,9 +288,7 @@ def test_extract_tar_rejects_escaping_names(
 
 @pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
 @pytest.mark.parametrize("target", ["../outside.txt", "/etc/passwd"])
-def test_extract_tar_rejects_links_outside(
-    tmp_path: Path, tar_filter: bool, kind: bytes, target: str
-) -> None:
+def test_extract_tar_rejects_links_outside(tmp_path: Path, tar_filter: bool, kind: bytes, target: str) -> None:
     archive = tmp_path / "links.tar"
     with tarfile.open(archive, "w") as tf:
         info = tarfile.TarInfo("link")
@@ -357,3 +351,45 @@ def test_extract_unsupported_type(tmp_path: Path) -> None:
     archive.write_bytes(b"x")
     with pytest.raises(DataError, match="a.rar"):
         extract(archive, tmp_path / "out")
+
+
+# --- declared resources -------------------------------------------------------------
+
+
+def _zip_bytes(files: dict[str, bytes]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_resource_in_pieces_is_joined_checked_against_its_md5_file_and_unpacked_once(server: _Server, tmp_path: Path) -> None:
+    files = {"clip/1.jpg": b"one" * 1000, "clip/2.jpg": os.urandom(5000)}
+    blob = _zip_bytes(files)
+    for i, piece in enumerate((blob[:2000], blob[2000:4000], blob[4000:])):
+        (server.root / f"frames_part_a{'abc'[i]}").write_bytes(piece)
+    (server.root / "frames_md5.txt").write_text(f"{hashlib.md5(blob).hexdigest()}  frames.zip\n")
+    r = download.Resource(tuple(server.url(f"frames_part_a{c}") for c in "abc"), "frames.zip", None, ("images/clip/*.jpg",),
+                          into="images", md5_url=server.url("frames_md5.txt"))  # fmt: skip
+    download.fetch_resources("t", tmp_path / "d", [r])
+    download.check_members("t", tmp_path / "d", [r])
+    _assert_tree(tmp_path / "d" / "images", files)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [".biobench-download", "images"]  # pieces and zip gone
+    n = len(server.requests)
+    download.fetch_resources("t", tmp_path / "d", [r])  # unpacked before: nothing fetched again
+    assert len(server.requests) == n
+
+    (server.root / "frames_md5.txt").write_text("0" * 32 + "  frames.zip\n")
+    with pytest.raises(DataError, match="joined from 3 pieces, has md5"):
+        download.fetch_resources("t", tmp_path / "e", [r])
+
+
+def test_members_that_do_not_appear_are_named(server: _Server, tmp_path: Path) -> None:
+    (server.root / "a.zip").write_bytes(_zip_bytes({"x/1.txt": b"1"}))
+    r = download.Resource(server.url("a.zip"), "a.zip", None, ("x/*.txt", "y/*.jpg"))
+    download.fetch_resources("t", tmp_path, [r])
+    with pytest.raises(DataError, match=r"t: .*a.zip did not provide y/\*.jpg"):
+        download.check_members("t", tmp_path, [r])

@@ -164,9 +164,7 @@ def test_sigint_leaves_a_consistent_database_and_the_rerun_finishes(config_file,
         extra='n_train = [10, 12, 14, 16]\nseeds = [0, 1]\n[newt]\ntasks = ["ml_tag_nest", "ml_age_coopers_hawk"]',
     )
     db = tmp_path / "results" / "results.sqlite"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "biobench", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "biobench", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     stored = 0
     while time.time() < deadline and proc.poll() is None:
@@ -248,11 +246,11 @@ def test_fixture_and_cache_commands(tmp_path):
 
 
 def test_two_launchers_on_one_database_split_the_work(config_file, newt_dir, tmp_path):
-    path = newt_config(
-        config_file, newt_dir, extra='n_train = [10, 12, 14, 16]\nseeds = [0]\n[newt]\ntasks = ["ml_tag_nest"]'
-    )
+    path = newt_config(config_file, newt_dir, extra='n_train = [10, 12, 14, 16]\nseeds = [0]\n[newt]\ntasks = ["ml_tag_nest"]')
     db = tmp_path / "results" / "results.sqlite"
-    first = subprocess.Popen([sys.executable, "-m", "biobench", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "biobench", "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -273,7 +271,11 @@ def test_two_launchers_on_one_database_split_the_work(config_file, newt_dir, tmp
 def test_plugin_errors_name_the_plugin(config_file, newt_dir, tmp_path):
     broken = tmp_path / "broken_plugin.py"
     broken.write_text("raise RuntimeError('boom in plugin')\n")
-    for plugins, expected in (('["missing_plugin.py"]', "not found"), (f'["{broken}"]', "boom in plugin"), ('["no.such.module"]', "no.such.module")):
+    for plugins, expected in (
+        ('["missing_plugin.py"]', "not found"),
+        (f'["{broken}"]', "boom in plugin"),
+        ('["no.such.module"]', "no.such.module"),
+    ):
         path = config_file(f'plugins = {plugins}\n[[models]]\norg = "builtin"\nckpt = "pixel-stats"\n[data]\nnewt = "{newt_dir}"\n')
         with pytest.raises(Exception) as info:
             runner.run(config.load(path))

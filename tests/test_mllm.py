@@ -12,11 +12,12 @@ import pytest
 from biobench import cli, config, report, runner
 from biobench.config import Model
 from biobench.errors import BiobenchError, ConfigError
+from biobench.evaluation import EvalContext
 from biobench.mllm import prompts, registry
 from biobench.mllm.client import Budget, Client, redact
+from biobench.routes import mllm as mllm_route
 from biobench.store import Store
 from biobench.tasks import newt
-from biobench.tasks.base import EvalContext
 from tests.conftest import run_cli
 
 FAST = dict(max_rps=500.0, parallel=8, backoff_s=0.01, max_backoff_s=0.05, timeout_s=5.0)
@@ -36,7 +37,8 @@ def client_for(model: Model, **kw) -> Client:
 def run_newt(server, data, *, n_train=8, tasks=(), debug=False, **model_kw):
     model = local_model(server, **model_kw)
     with client_for(model) as client:
-        result = newt.evaluate_mllm(newt.Config(data=data, tasks=tasks), client, EvalContext(n_train=n_train, seed=0, n_bootstrap=200, debug=debug))
+        examples = newt.read(newt.Options(data=data, tasks=tasks))
+        result = mllm_route.evaluate(newt.SPEC, examples, client, EvalContext(n_train=n_train, seed=0, n_bootstrap=200, debug=debug))
         return result, client.stats
 
 
@@ -128,9 +130,8 @@ def test_images_per_prompt_equal_n_train(mllm_server, newt_dir, prompting):
 
 def test_in_context_examples_are_class_balanced_and_seeded(newt_dir):
     from biobench.mllm.evaluate import choose_shots
-    from biobench.tasks import newt_mllm
 
-    groups, _ = newt_mllm.groups(newt.Config(data=newt_dir))
+    groups, _ = mllm_route.groups(newt.SPEC, newt.read(newt.Options(data=newt_dir)))
     g = groups[0]
     a, b = choose_shots(g, 6, seed=0), choose_shots(g, 6, seed=0)
     assert np.array_equal(a, b) and not np.array_equal(a, choose_shots(g, 6, seed=1))
@@ -149,10 +150,10 @@ def test_context_window_caps_the_examples(mllm_server, newt_dir):
     assert sorted(r.n_images for r in records) == sorted(k + 1 for k in shots)
     # Check the cap against litellm's count of the full prompt (not the piecewise sum the code uses).
     from biobench.mllm.evaluate import choose_shots
-    from biobench.tasks import newt_mllm
 
     model = local_model(mllm_server, context_tokens=2000)
-    g = next(g for g in newt_mllm.groups(newt.Config(data=newt_dir, tasks=TWO_TASKS))[0] if g.name == result.example_info[0]["task"])
+    groups, _ = mllm_route.groups(newt.SPEC, newt.read(newt.Options(data=newt_dir, tasks=TWO_TASKS)))
+    g = next(g for g in groups if g.name == result.example_info[0]["task"])
     chosen = choose_shots(g, 16, 0)
     shot_list = [prompts.Shot(prompts.encode_image(g.train_paths[i]), g.classnames[g.train_labels[i]]) for i in chosen]
     k = result.example_info[0]["n_shots"]
@@ -355,7 +356,9 @@ def test_an_interrupted_run_resumes_without_resending(mllm_server, newt_dir, con
 
 def test_prompting_mode_is_part_of_the_experiment_key(mllm_server, newt_dir, config_file, tmp_path):
     single = config.load(mllm_config(config_file, mllm_server, newt_dir, tasks=TWO_TASKS[:1], name="s.toml"))
-    multi = config.load(mllm_config(config_file, mllm_server, newt_dir, tasks=TWO_TASKS[:1], name="m.toml", model_extra='prompting = "multi"'))
+    multi = config.load(
+        mllm_config(config_file, mllm_server, newt_dir, tasks=TWO_TASKS[:1], name="m.toml", model_extra='prompting = "multi"')
+    )
     assert runner.run(single).run == 1 and runner.run(multi).run == 1
     rows = report.load(tmp_path / "results" / "results.sqlite")
     assert sorted(r["prompting"] for r in rows) == ["multi", "single"]
@@ -459,7 +462,8 @@ def test_schema_1_database_opens_and_gains_the_new_columns(tmp_path):
 
 
 def test_cli_runs_a_probe_and_an_mllm_and_reports_both(mllm_server, newt_dir, config_file, tmp_path, capsys):
-    path = config_file(f"""
+    path = config_file(
+        f"""
         device = "cpu"
         n_workers = 0
         n_jobs = 1
@@ -482,7 +486,8 @@ def test_cli_runs_a_probe_and_an_mllm_and_reports_both(mllm_server, newt_dir, co
         newt = "{newt_dir}"
         [newt]
         tasks = {list(TWO_TASKS)!r}
-        """.replace("'", '"'))
+        """.replace("'", '"')
+    )
     out = run_cli("run", str(path))
     assert out.returncode == 0, out.stderr
     assert "0 done, 2 run" in out.stdout and "$0.0408 spent" in out.stdout  # 40 answers x $0.00102
@@ -504,3 +509,19 @@ def test_cli_runs_a_probe_and_an_mllm_and_reports_both(mllm_server, newt_dir, co
     assert cli.main(["run", str(more), "--max-usd", "0.001"]) == 3
     assert "budget reached" in capsys.readouterr().out
     assert len(report.load(db)) == 3  # the new probe row is stored; the MLLM one is left for a rerun
+
+
+def test_python_api_evaluates_an_mllm_and_caches_its_answers(mllm_server, newt_dir, tmp_path):
+    import biobench
+
+    model = local_model(mllm_server)
+    kw = dict(n_train=2, options={"tasks": TWO_TASKS[:1]}, db=tmp_path / "r.sqlite", n_bootstrap=50)
+    rep = biobench.evaluate(model, "newt", newt_dir, **kw)
+    assert rep.key.method == "mllm" and rep.key.protocol.startswith("newt/v1+") and rep.key.protocol.endswith("|mllm-single")
+    assert rep.n_test == 20 and rep.parse_rate == 1.0 and rep.score > 0.5
+    n_requests = len(mllm_server.state.records)
+    again = biobench.evaluate(model, "newt", newt_dir, **kw)  # every answer now comes from the store
+    assert len(mllm_server.state.records) == n_requests and again.score == rep.score
+    assert [r["method"] for r in report.load(tmp_path / "r.sqlite")] == ["mllm"]
+    with pytest.raises(ConfigError, match="no mllm route"):
+        biobench.evaluate(model, "hybrids", newt_dir)

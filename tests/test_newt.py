@@ -13,12 +13,19 @@ import sklearn.preprocessing
 import sklearn.svm
 
 from biobench.errors import DataError
+from biobench.evaluation import EvalContext
+from biobench.plan import task_protocol
 from biobench.probes import svm
-from biobench.tasks import EvalContext, newt, protocol
+from biobench.routes import probe as route
+from biobench.tasks import newt
 
 
-def cfg(**kw) -> newt.Config:
-    return newt.Config(data=kw.pop("data", "."), **{k: tuple(v) for k, v in kw.items()})
+def evaluate(examples, features, ctx):
+    return route.evaluate(newt.SPEC, newt.Options(data="."), examples, features, ctx)
+
+
+def cfg(**kw) -> newt.Options:
+    return newt.Options(data=kw.pop("data", "."), **{k: tuple(v) for k, v in kw.items()})
 
 
 # The filter semantics of small_data_metrics' `Newt` config, including its tests' edge cases.
@@ -70,31 +77,38 @@ def test_fixture_is_in_real_format(newt_dir):
     assert len(first["id"]) == 36  # a UUID
 
 
-def test_image_set_applies_filters(newt_dir):
-    full = newt.image_set(cfg(data=newt_dir))
-    appearance = newt.image_set(cfg(data=newt_dir, include_clusters=["appearance"], exclude_tasks=["ml_age_bald_eagle"]))
+def test_read_applies_filters(newt_dir):
+    full = newt.read(cfg(data=newt_dir)).images
+    read = newt.read(cfg(data=newt_dir, include_clusters=["appearance"], exclude_tasks=["ml_age_bald_eagle"]))
+    appearance = read.images
     assert len(full) == len(newt.FIXTURE_TASKS) * 40
-    tasks = set(appearance.table["task"])
+    tasks = set(read.table["subtask"])
     assert "ml_age_bald_eagle" not in tasks and tasks <= {t for t, c, *_ in newt.FIXTURE_TASKS if c == "appearance"}
     assert len(appearance) == 40 * len(tasks)
     assert all(p.name == f"{i}.jpg" for i, p in zip(appearance.ids, appearance.paths))
     with pytest.raises(DataError, match="filters"):
-        newt.image_set(cfg(data=newt_dir, tasks=["nope"]))
+        newt.read(cfg(data=newt_dir, tasks=["nope"]))
 
 
 def test_protocol_changes_with_filters_only(newt_dir):
-    assert protocol(newt, cfg(data=newt_dir)) == "newt/v1"
-    assert protocol(newt, cfg(data="/elsewhere")) == "newt/v1"
-    filtered = protocol(newt, cfg(data=newt_dir, include_clusters=["appearance"]))
-    assert filtered.startswith("newt/v1+") and filtered != protocol(newt, cfg(data=newt_dir, include_clusters=["context"]))
+    assert task_protocol(newt.SPEC, cfg(data=newt_dir)) == "newt/v1"
+    assert task_protocol(newt.SPEC, cfg(data="/elsewhere")) == "newt/v1"
+    filtered = task_protocol(newt.SPEC, cfg(data=newt_dir, include_clusters=["appearance"]))
+    assert filtered.startswith("newt/v1+") and filtered != task_protocol(newt.SPEC, cfg(data=newt_dir, include_clusters=["context"]))
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
         (lambda df: df.drop("split"), "lacks column"),
-        (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(2).otherwise(pl.col("label")).alias("label")), "label must be 0 or 1"),
-        (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("val")).otherwise(pl.col("split")).alias("split")), "split must be train or test"),
+        (
+            lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(2).otherwise(pl.col("label")).alias("label")),
+            "label must be 0 or 1",
+        ),
+        (
+            lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("val")).otherwise(pl.col("split")).alias("split")),
+            "split must be train or test",
+        ),
         (lambda df: pl.concat([df, df.head(1)]), "appears 2 times"),
     ],
 )
@@ -103,13 +117,13 @@ def test_bad_labels_file_is_a_clear_error(tmp_path, newt_dir, edit, message):
     d.mkdir()
     edit(pl.read_csv(newt_dir / newt.LABELS_CSV)).write_csv(d / newt.LABELS_CSV)
     with pytest.raises(DataError, match=message) as info:
-        newt.image_set(cfg(data=d))
+        newt.read(cfg(data=d))
     assert str(d / newt.LABELS_CSV) in str(info.value)
 
 
 def test_missing_labels_file_suggests_download_and_fixture(tmp_path):
     with pytest.raises(DataError) as info:
-        newt.image_set(cfg(data=tmp_path))
+        newt.read(cfg(data=tmp_path))
     assert "biobench download newt" in str(info.value) and "biobench fixture newt" in str(info.value)
 
 
@@ -119,28 +133,28 @@ def test_missing_images_are_listed(tmp_path, newt_dir):
     victims = sorted((d / newt.IMAGES_DIR).iterdir())[:3]
     for v in victims:
         v.unlink()
-    images = newt.image_set(cfg(data=d))
+    images = newt.read(cfg(data=d)).images
     with pytest.raises(DataError) as info:
         images.keys()
     assert "3 of" in str(info.value) and victims[0].name in str(info.value)
 
 
-def random_features(images, seed=0, dim=16) -> np.ndarray:
-    """Features with a per-task linear signal, to test the protocol without a backbone."""
+def random_features(examples, seed=0, dim=16) -> np.ndarray:
+    """Features with a per-task linear signal, to test the protocol without a backbone (one example per image)."""
     rng = np.random.default_rng(seed)
-    labels = images.table["label"].to_numpy()
-    x = rng.normal(size=(len(images), dim))
+    labels = examples.table["label"].to_numpy()
+    x = rng.normal(size=(len(examples.images), dim))
     x[:, 0] += 2.0 * labels
     return x.astype(np.float32)
 
 
 def test_evaluate_matches_a_direct_sklearn_run_of_the_seed_protocol(newt_dir):
-    images = newt.image_set(cfg(data=newt_dir, tasks=["ml_tag_nest", "ml_age_coopers_hawk"]))
+    images = newt.read(cfg(data=newt_dir, tasks=["ml_tag_nest", "ml_age_coopers_hawk"]))
     x = random_features(images)
-    report = newt.evaluate(cfg(data=newt_dir), images, x, EvalContext(n_train=-1, seed=3, n_bootstrap=200))
+    report = evaluate(images, x, EvalContext(n_train=-1, seed=3, n_bootstrap=200))
 
     # Independent reference: the seed's recipe written out with scikit-learn.
-    df = images.table
+    df = images.table.rename({"subtask": "task"})
     expected = []
     for task in sorted(set(df["task"])):
         m = (df["task"] == task).to_numpy()
@@ -172,11 +186,11 @@ def test_evaluate_matches_a_direct_sklearn_run_of_the_seed_protocol(newt_dir):
 
 
 def test_small_n_train_is_balanced_seeded_and_uses_linear_svc(newt_dir):
-    images = newt.image_set(cfg(data=newt_dir))
+    images = newt.read(cfg(data=newt_dir))
     x = random_features(images)
-    a = newt.evaluate(cfg(data=newt_dir), images, x, EvalContext(n_train=4, seed=1, n_bootstrap=100))
-    b = newt.evaluate(cfg(data=newt_dir), images, x, EvalContext(n_train=4, seed=1, n_bootstrap=100))
-    c = newt.evaluate(cfg(data=newt_dir), images, x, EvalContext(n_train=4, seed=2, n_bootstrap=100))
+    a = evaluate(images, x, EvalContext(n_train=4, seed=1, n_bootstrap=100))
+    b = evaluate(images, x, EvalContext(n_train=4, seed=1, n_bootstrap=100))
+    c = evaluate(images, x, EvalContext(n_train=4, seed=2, n_bootstrap=100))
     assert a.n_train_actual == 4
     assert all(t["n_train"] == 4 for t in a.sub_scores["task"].values())
     assert all(t["params"] == {"svc__kernel": "linear", "svc__C": 1.0} for t in a.sub_scores["task"].values())
@@ -185,58 +199,19 @@ def test_small_n_train_is_balanced_seeded_and_uses_linear_svc(newt_dir):
 
 
 def test_n_train_above_available_uses_all(newt_dir):
-    images = newt.image_set(cfg(data=newt_dir, tasks=["ml_tag_nest"]))
-    report = newt.evaluate(cfg(data=newt_dir), images, random_features(images), EvalContext(n_train=500, n_bootstrap=50))
+    images = newt.read(cfg(data=newt_dir, tasks=["ml_tag_nest"]))
+    report = evaluate(images, random_features(images), EvalContext(n_train=500, n_bootstrap=50))
     assert report.n_train_actual == 20
 
 
 def test_a_task_sample_does_not_depend_on_other_tasks(newt_dir):
-    one = newt.image_set(cfg(data=newt_dir, tasks=["ml_tag_nest"]))
-    two = newt.image_set(cfg(data=newt_dir, tasks=["ml_tag_nest", "ml_age_bald_eagle"]))
-    r1 = newt.evaluate(cfg(data=newt_dir), one, random_features(one), EvalContext(n_train=6, seed=5, n_bootstrap=50))
-    x2 = np.zeros((len(two), 16), dtype=np.float32)
-    rows = {i: k for k, i in enumerate(two.ids)}
-    x2[[rows[i] for i in one.ids]] = random_features(one)
+    one = newt.read(cfg(data=newt_dir, tasks=["ml_tag_nest"]))
+    two = newt.read(cfg(data=newt_dir, tasks=["ml_tag_nest", "ml_age_bald_eagle"]))
+    r1 = evaluate(one, random_features(one), EvalContext(n_train=6, seed=5, n_bootstrap=50))
+    x2 = np.zeros((len(two.images), 16), dtype=np.float32)
+    rows = {i: k for k, i in enumerate(two.images.ids)}
+    x2[[rows[i] for i in one.images.ids]] = random_features(one)
     x2[np.all(x2 == 0, axis=1)] = random_features(two, seed=9)[np.all(x2 == 0, axis=1)]
-    r2 = newt.evaluate(cfg(data=newt_dir), two, x2, EvalContext(n_train=6, seed=5, n_bootstrap=50))
+    r2 = evaluate(two, x2, EvalContext(n_train=6, seed=5, n_bootstrap=50))
     nest = [s for s, inf in zip(r2.example_scores, r2.example_info) if inf["task"] == "ml_tag_nest"]
     assert np.array_equal(r1.example_scores, nest)
-
-
-def test_download_fetches_verifies_and_unpacks(tmp_path, newt_dir):
-    """`download` against a real local HTTP server serving archives in NeWT's published layout."""
-    import functools
-    import http.server
-    import tarfile
-    import threading
-
-    from biobench import download as dl
-
-    served = tmp_path / "served"
-    served.mkdir()
-    with tarfile.open(served / "labels.tar.gz", "w:gz") as tar:
-        tar.add(newt_dir / newt.LABELS_CSV, arcname=newt.LABELS_CSV)
-    with tarfile.open(served / "images.tar.gz", "w:gz") as tar:
-        tar.add(newt_dir / newt.IMAGES_DIR, arcname=newt.IMAGES_DIR)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        target = tmp_path / "newt"
-        newt.download(
-            target,
-            labels_url=f"{base}/labels.tar.gz",
-            images_url=f"{base}/images.tar.gz",
-            labels_md5=dl.md5sum(served / "labels.tar.gz"),
-            images_md5=dl.md5sum(served / "images.tar.gz"),
-        )
-        images = newt.image_set(cfg(data=target))
-        assert len(images) == len(newt.image_set(cfg(data=newt_dir)))
-        images.keys()  # every listed image exists
-        assert not list(target.glob("*.tar.gz"))  # archives removed after a verified unpack
-        with pytest.raises(DataError, match="md5"):
-            newt.download(tmp_path / "bad", labels_url=f"{base}/labels.tar.gz", images_url=f"{base}/images.tar.gz", labels_md5="0" * 32)
-    finally:
-        server.shutdown()

@@ -47,7 +47,9 @@ def test_ridge_matches_sklearn_grid_search(standardize, class_weight, scoring, n
     x, y = blobs(n_classes, n_classes=n_classes, imbalance=imbalance)
     x_test, y_test = blobs(n_classes, n=300, n_classes=n_classes, imbalance=imbalance)
     alphas = np.power(2.0, np.arange(-15, 12, 2))
-    ref = sklearn_search(x, y, alphas, standardize=standardize, class_weight=class_weight, scoring="f1_macro" if scoring == "macro_f1" else None)
+    ref = sklearn_search(
+        x, y, alphas, standardize=standardize, class_weight=class_weight, scoring="f1_macro" if scoring == "macro_f1" else None
+    )
     ours = ridge.fit(x, y, alphas=alphas, standardize=standardize, class_weight=class_weight, scoring=scoring, dtype=torch.float64)
     assert ours.cv_scores == pytest.approx(ref.cv_results_["mean_test_score"], abs=1e-6)
     assert ours.alpha == ref.best_params_["ridgeclassifier__alpha"]

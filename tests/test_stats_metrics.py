@@ -129,10 +129,7 @@ def test_paired_bootstrap_identical_models_and_a_clear_difference():
     cmp = stats.paired_bootstrap(lambda i: stats.accuracy(y, better, i), lambda i: stats.accuracy(y, p, i), len(y), n_resamples=500)
     assert cmp.difference > 0 and cmp.low > 0 and cmp.p_value < 0.01
     # Pairing: the interval of the difference equals the percentile interval of per-replicate differences.
-    reps = [
-        stats.accuracy(y, better, i) - stats.accuracy(y, p, i)
-        for i in stats.resample_indices(len(y), n_resamples=500, seed=0)
-    ]
+    reps = [stats.accuracy(y, better, i) - stats.accuracy(y, p, i) for i in stats.resample_indices(len(y), n_resamples=500, seed=0)]
     assert (cmp.low, cmp.high) == pytest.approx(tuple(np.quantile(np.concatenate(reps), [0.025, 0.975])))
 
 
@@ -144,7 +141,11 @@ def test_paired_p_value_is_roughly_uniform_under_the_null():
         y = rng.integers(0, 2, size=200)
         a = np.where(rng.random(200) < 0.7, y, 1 - y)
         b = np.where(rng.random(200) < 0.7, y, 1 - y)
-        p_values.append(stats.paired_bootstrap(lambda i: stats.accuracy(y, a, i), lambda i: stats.accuracy(y, b, i), 200, n_resamples=300, seed=1).p_value)
+        p_values.append(
+            stats.paired_bootstrap(
+                lambda i: stats.accuracy(y, a, i), lambda i: stats.accuracy(y, b, i), 200, n_resamples=300, seed=1
+            ).p_value
+        )
     assert 0.0 <= np.mean(np.array(p_values) < 0.05) <= 0.17
     assert 0.35 < np.median(p_values) < 0.65
 
@@ -195,6 +196,7 @@ def test_every_metric_lies_in_its_ci_and_duplicating_never_widens_it(data):
     y, p, s, yt, yp, seed = data
     once = _metric_cases(y, p, s, yt, yp)
     twice = _metric_cases(*(np.concatenate([a, a]) for a in (y, p, s, yt, yp)))
+
     def ci_of(f, n, strata):
         if isinstance(strata, str):  # the O(B) path for a mean of 0/1 scores
             return stats.mean_ci(f, n_resamples=200, seed=seed)

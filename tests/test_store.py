@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from biobench.errors import BiobenchError
+from biobench.evaluation import TaskReport
 from biobench.store import ExperimentKey, Report, Store
 
 
@@ -21,8 +23,7 @@ def key(**kw) -> ExperimentKey:
 
 
 def report(k: ExperimentKey, n: int = 5, info=None) -> Report:
-    return Report(
-        key=k,
+    result = TaskReport(
         n_train_actual=4,
         metric="accuracy",
         score=0.6,
@@ -32,11 +33,15 @@ def report(k: ExperimentKey, n: int = 5, info=None) -> Report:
         example_scores=np.array([1.0, 0.0, 1.0, 1.0, 0.0][:n]),
         example_info=info if info is not None else [{"task": "t", "label": np.int64(1)}] * n,
         sub_scores={"cluster": {"a": {"accuracy": np.float64(0.5)}}},
+        seconds_fit=2.0,
+        seconds_score=0.1,
+    )
+    return Report(
+        key=k,
+        result=result,
         config={"experiment": {"n_train": 4}},
         provenance={"argv": ["biobench"], "git_commit": "abc", "package_versions": {"torch": "x"}, "host": "h", "posix_time": 1.0},
         seconds_embed=1.0,
-        seconds_fit=2.0,
-        seconds_score=0.1,
     )
 
 
@@ -77,7 +82,7 @@ def test_interrupt_mid_write_rolls_back(tmp_path):
 
     with Store(tmp_path / "r.sqlite") as store:
         r = report(key())
-        r = Report(**{**r.__dict__, "example_ids": Interrupting(r.example_ids)})
+        r = dataclasses.replace(r, result=dataclasses.replace(r.result, example_ids=Interrupting(r.example_ids)))
         with pytest.raises(KeyboardInterrupt):
             store.write(r)
         assert store.rows() == [] and store.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 0

@@ -9,7 +9,8 @@ print(report.score, report.ci_low, report.ci_high)
 ```
 
 Bring your own model by subclassing `VisionBackbone` and calling
-`register_vision_backbone("my-org", MyBackbone)`; see `biobench.backbones.base`.
+`register_vision_backbone("my-org", MyBackbone)`; see `biobench.backbones.base`. Bring your
+own task with `register_task(TaskSpec(...))`; see `biobench.tasks.spec`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _LAZY = {
     "Experiment": "biobench.config",
     "Model": "biobench.config",
     "Report": "biobench.store",
+    "TaskSpec": "biobench.tasks.spec",
+    "register_task": "biobench.tasks",
     "BiobenchError": "biobench.errors",
     "BackboneError": "biobench.errors",
     "ConfigError": "biobench.errors",
@@ -55,3 +58,5 @@ if TYPE_CHECKING:
     from biobench.config import Experiment, Model
     from biobench.errors import BackboneError, BiobenchError, ConfigError, DataError
     from biobench.store import Report
+    from biobench.tasks import register_task
+    from biobench.tasks.spec import TaskSpec

@@ -1,4 +1,4 @@
-"""The Python API: `biobench.evaluate(model=..., task=..., data=...)`, one experiment, in process."""
+"""The Python API: `biobench.evaluate(model=..., task=..., data=...)`, one experiment, in process, any route."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 from biobench.backbones import VisionBackbone
 from biobench.config import Config, Experiment, Model, Settings, missing_data
 from biobench.errors import ConfigError
-from biobench.runner import execute, plan
+from biobench.plan import plan
+from biobench.plugins import load_plugins
+from biobench.routes import mllm_reports, probe_reports
 from biobench.store import Report, Store
 from biobench.tasks import get_task
 
@@ -28,13 +30,14 @@ def evaluate(
     """Evaluate one model on one task and return the Report.
 
     Args:
-        model: `ORG:CKPT` (e.g. "open-clip:ViT-B-16/openai"), a `Model`, or a backbone instance.
+        model: `ORG:CKPT` (e.g. "open-clip:ViT-B-16/openai"), a `Model` (method="mllm" for a multimodal
+            LLM, with its base_url, context_tokens, ...), or a backbone instance.
         task: Registry name, e.g. "newt".
         data: The task's dataset directory.
-        n_train: Training examples (-1 = all).
+        n_train: Training examples (-1 = all); for an MLLM, in-context examples.
         seed: Seeds sampling, search and bootstrap.
         options: Task options, as in the config file's task table (e.g. {"include_clusters": ("appearance",)}).
-        db: If given, the results database (file) to also store the Report in.
+        db: If given, the results database (file) to also store the Report in (MLLM answers are cached there too).
         **settings: Any `biobench.config.Settings` field (device, cache_dir, batch_size, n_workers, n_jobs, n_bootstrap, ...).
     """
     backbone = None
@@ -43,15 +46,19 @@ def evaluate(
         model = Model(backbone.org or "custom", backbone.ckpt or type(backbone).__name__)
     elif isinstance(model, str):
         model = Model.parse(model)
+    unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}
+    if unknown:
+        raise ConfigError(f"evaluate() got unknown setting(s) {', '.join(sorted(unknown))}.")
+    for key in ("cache_dir", "report_to"):
+        if settings.get(key) is not None:
+            settings[key] = Path(settings[key])
+    if "plugins" in settings:
+        settings["plugins"] = tuple(settings["plugins"])
+        load_plugins(settings["plugins"], Path.cwd())
     get_task(task)
     data = Path(data).expanduser().resolve()
     if not data.is_dir():
         raise ConfigError(f"{task} data: {missing_data(task, data)}")
-    unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}
-    if unknown:
-        raise ConfigError(f"evaluate() got unknown setting(s) {', '.join(sorted(unknown))}.")
-    if "cache_dir" in settings and settings["cache_dir"] is not None:
-        settings["cache_dir"] = Path(settings["cache_dir"])
     cfg = Config(
         experiments=(Experiment(model, n_train, seed),),
         data={task: data},
@@ -59,10 +66,31 @@ def evaluate(
         settings=Settings(**settings),
     )
     (planned,) = [p for p in plan(cfg) if p.task == task]
-    if backbone is not None:
-        backbone = backbone.to(cfg.settings.resolved_device())
-    (report,) = execute(model, task, [planned.experiment], cfg, [planned.key], backbone=backbone)
+    if planned.status == "no code":
+        raise ConfigError(f"Task {task} has no {model.method} route; it supports {', '.join(get_task(task).routes)}.")
+    if model.method == "mllm":
+        report = _evaluate_mllm(model, task, planned, cfg, db)
+    else:
+        from biobench.runner import load_model
+
+        device = cfg.settings.resolved_device()
+        backbone = load_model(model, device) if backbone is None else backbone.to(device)
+        (report,) = probe_reports(backbone, task, [planned.experiment], [planned.key], cfg)
     if db is not None:
         with Store(db) as store:
             store.write(report)
+    return report
+
+
+def _evaluate_mllm(model: Model, task: str, planned, cfg: Config, db) -> Report:
+    from biobench.mllm import registry
+    from biobench.mllm.client import Client
+
+    store = Store(db) if db is not None else None
+    try:
+        with Client(model, registry.resolve(model), cache=store) as client:
+            (report,) = mllm_reports(client, task, [planned.experiment], [planned.key], cfg)
+    finally:
+        if store is not None:
+            store.close()
     return report

@@ -77,9 +77,7 @@ class FeatureCache:
             return []
         return sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("chunk-"))
 
-    def lookup(
-        self, fingerprint: str, keys: np.ndarray
-    ) -> tuple[Float[np.ndarray, "n dim"] | None, np.ndarray]:
+    def lookup(self, fingerprint: str, keys: np.ndarray) -> tuple[Float[np.ndarray, "n dim"] | None, np.ndarray]:
         """Features for `keys` where cached.
 
         Returns `(features, found)`: `found` is a bool mask; `features` has a row per key
@@ -216,5 +214,3 @@ def _read_json(path: Path) -> dict:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as fd:
         os.fsync(fd.fileno())
-
-

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import tyro
 
@@ -69,13 +69,12 @@ def report(
 
 
 def tasks() -> int:
-    """List the tasks biobench can run, with the methods they support."""
-    from biobench.tasks import TASKS, has_code
+    """List the tasks biobench can run, with the routes they support."""
+    from biobench.tasks import get_task, task_names
 
-    for name, task in sorted(TASKS.items()):
-        methods = ", ".join(m for m in ("cvml", "mllm") if has_code(name, m))
-        summary = (task.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<12} [{methods}]  {summary}")
+    for name in task_names():
+        spec = get_task(name)
+        print(f"{name:<12} [{', '.join(spec.routes)}]  {spec.summary}")
     return 0
 
 
@@ -121,7 +120,7 @@ def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_l
     """
     from biobench.tasks import get_task
 
-    get_task(task).make_fixture(dir, seed=seed, shuffle_labels=shuffle_labels)
+    get_task(task).fixture(dir, seed=seed, shuffle_labels=shuffle_labels)
     print(f"Wrote a generated {task} dataset to {dir}")
     return 0
 
@@ -135,11 +134,11 @@ def download(task: tyro.conf.Positional[str], dir: Path) -> int:
     """
     from biobench.tasks import get_task
 
-    module = get_task(task)
-    if not hasattr(module, "download"):
+    spec = get_task(task)
+    if not spec.downloadable:
         raise BiobenchError(f"biobench cannot download {task} yet; see the task's documentation for where to get it.")
-    module.download(dir)
-    print(f"Downloaded {task} to {dir}. Use it with:\n\n[data]\n{task} = \"{dir}\"")
+    spec.fetch(dir)
+    print(f'Downloaded {task} to {dir}. Use it with:\n\n[data]\n{task} = "{dir}"')
     return 0
 
 
@@ -165,7 +164,7 @@ class CacheRm:
     """Delete every cached feature."""
 
 
-def cache(cmd: Union[Annotated[CacheLs, tyro.conf.subcommand("ls")], Annotated[CacheRm, tyro.conf.subcommand("rm")]]) -> int:
+def cache(cmd: Annotated[CacheLs, tyro.conf.subcommand("ls")] | Annotated[CacheRm, tyro.conf.subcommand("rm")]) -> int:
     """Inspect or clear the feature cache."""
     from biobench.cache import FeatureCache
 

@@ -41,13 +41,14 @@ from pathlib import Path
 from typing import Literal
 
 from biobench.errors import ConfigError
+from biobench.mllm.settings import MLLM_ONLY, MllmSettings, check_mllm
 
 Method = Literal["cvml", "mllm"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
-    """A model to evaluate, `[[models]]` in a config."""
+class Model(MllmSettings):
+    """A model to evaluate, `[[models]]` in a config (MLLM-only keys: `biobench.mllm.settings`)."""
 
     org: str
     """Backbone org (`biobench models` lists them: open-clip, timm, torchvision, builtin, ...), or the API provider for method = "mllm"."""
@@ -57,43 +58,6 @@ class Model:
     """"cvml": frozen image features + a probe; "mllm": a multimodal LLM prompted through an API."""
     pretrained: bool = True
     """Load pretrained weights; false builds a seeded random initialisation (baselines, offline tests)."""
-
-    # Multimodal LLMs (method = "mllm") only; see `biobench.mllm`.
-    base_url: str | None = None
-    """OpenAI-compatible endpoint, e.g. "http://localhost:8000/v1" for vLLM or Ollama; default: the provider's own."""
-    api_key_env: str | None = None
-    """NAME of the environment variable holding the API key (never the key itself); default: the provider's usual variable, e.g. OPENROUTER_API_KEY."""
-    parallel: int = 4
-    """Requests in flight at once."""
-    max_rps: float = 2.0
-    """Requests started per second, at most (retries included)."""
-    prompting: Literal["single", "multi"] = "single"
-    """In-context examples in one user turn ("single") or as alternating user/assistant turns ("multi"); part of the experiment key."""
-    context_tokens: int | None = None
-    """Context window in tokens; required for a model the built-in registry does not know (`biobench.mllm.registry`)."""
-    usd_per_m_input: float | None = None
-    """Price in USD per million input tokens (overrides the registry); needed for costs and --max-usd."""
-    usd_per_m_output: float | None = None
-    """Price in USD per million output tokens (overrides the registry)."""
-    max_image_side: int = 512
-    """Images are shrunk so their longer side is at most this many pixels before they are sent."""
-    temperature: float = 0.0
-    """Sampling temperature sent with every request."""
-    max_output_tokens: int = 64
-    """Most tokens an answer may have (reserved from the context window when fitting examples)."""
-    timeout_s: float = 60.0
-    """Seconds to wait for one response before retrying."""
-    max_retries: int = 5
-    """Retries of one request after 429, 5xx, timeouts or malformed responses; then that example fails."""
-    backoff_s: float = 1.0
-    """First retry delay; doubles per retry, with jitter, unless the server's Retry-After asks for longer."""
-    max_backoff_s: float = 60.0
-    """Longest delay between retries (a longer Retry-After is still honoured)."""
-
-    def mllm_knobs(self) -> dict[str, object]:
-        """The MLLM fields that change what an answer means (not how fast it comes): keyed into the protocol."""
-        return {"prompting": self.prompting, "max_image_side": self.max_image_side, "temperature": self.temperature,
-                "max_output_tokens": self.max_output_tokens}  # fmt: skip
 
     @property
     def key_ckpt(self) -> str:
@@ -187,12 +151,11 @@ class Config:
     source: Path | None = None
     """The file this came from, for messages."""
 
-    def task_config(self, name: str):
-        """The task's frozen Config for this run (data dir + options)."""
+    def task_options_for(self, name: str):
+        """The task's frozen options for this run (data dir + its `[NAME]` table)."""
         from biobench.tasks import get_task
 
-        task = get_task(name)
-        return task.Config(data=self.data[name], **self.task_options.get(name, {}))
+        return get_task(name).options(data=self.data[name], **self.task_options.get(name, {}))
 
 
 GRID_AXES = {"n_train": "n_train", "seeds": "seed", "seed": "seed"}
@@ -216,12 +179,22 @@ def load(path: Path | str) -> Config:
 
 
 def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: str = "") -> Config:
-    """Validate and expand an already-parsed config (as `load` does for a file)."""
-    from biobench.tasks import TASKS
+    """Validate and expand an already-parsed config (as `load` does for a file).
+
+    `plugins` are imported first, so the tasks and backbones they register are known
+    when `[data]`, the task tables and `[[models]]` are checked.
+    """
+    from biobench import tasks
+    from biobench.plugins import load_plugins
 
     where = _Where(source, text)
     raw = dict(raw)
     base = source.parent.resolve() if source is not None else Path.cwd()
+    plugins = raw.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"{where.at('plugins')}: 'plugins' must be a list of module names or .py paths.")
+    load_plugins(plugins, base)
+    known_tasks = tasks.task_names()
 
     models_raw = raw.pop("models", None)
     if not isinstance(models_raw, list) or not models_raw or not all(isinstance(m, dict) for m in models_raw):
@@ -235,8 +208,10 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         raise ConfigError(f"{where.at('data')}: 'data' must be a table mapping task name to dataset directory.")
     data: dict[str, Path] = {}
     for task, value in data_raw.items():
-        if task not in TASKS:
-            raise ConfigError(f"{where.at(task, 'data')}: [data] names unknown task '{task}'{_suggest(task, TASKS)}. Known tasks: {', '.join(sorted(TASKS))}.")
+        if task not in known_tasks:
+            raise ConfigError(
+                f"{where.at(task, 'data')}: [data] names unknown task '{task}'{_suggest(task, known_tasks)}. Known tasks: {', '.join(known_tasks)}."
+            )
         if not isinstance(value, str):
             raise ConfigError(f"{where.at(task, 'data')}: [data] {task} must be a directory path string, got {value!r}.")
         if not value:
@@ -247,17 +222,19 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         data[task] = d
 
     task_options: dict[str, dict[str, object]] = {}
-    for name in [k for k in raw if k in TASKS]:
+    for name in [k for k in raw if k in known_tasks]:
         table = raw.pop(name)
         if not isinstance(table, dict):
             raise ConfigError(f"{where.at(name)}: '{name}' must be a table of task options, [{name}].")
-        task_cfg = TASKS[name].Config
+        task_cfg = tasks.get_task(name).options
         fields = {f.name: f for f in dataclasses.fields(task_cfg) if f.name != "data"}
         hints = typing.get_type_hints(task_cfg)
         opts = {}
         for key, value in table.items():
             if key not in fields:
-                raise ConfigError(f"{where.at(key, name)}: unknown option [{name}] {key}{_suggest(key, fields)}. Options: {', '.join(fields)}.")
+                raise ConfigError(
+                    f"{where.at(key, name)}: unknown option [{name}] {key}{_suggest(key, fields)}. Options: {', '.join(fields)}."
+                )
             opts[key] = _coerce(value, hints[key], where.at(key, name), f"[{name}] {key}", base)
         task_options[name] = opts
 
@@ -280,7 +257,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     settings_kwargs = {}
     for key, value in raw.items():
         if key not in settings_fields:
-            known = sorted([*settings_fields, *GRID_AXES, "models", "data", *TASKS])
+            known = sorted([*settings_fields, *GRID_AXES, "models", "data", *known_tasks])
             raise ConfigError(f"{where.at(key)}: unknown key '{key}'{_suggest(key, known)}. Known keys: {', '.join(known)}.")
         if isinstance(value, list) and typing.get_origin(hints[key]) is not tuple:
             raise ConfigError(f"{where.at(key)}: '{key}' is a run-wide setting and cannot be a list (grid axes: n_train, seeds).")
@@ -298,18 +275,10 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     # dict.fromkeys drops repeats (a model listed twice, n_train = [4, 4]) and keeps order.
     experiments = tuple(
         dict.fromkeys(
-            Experiment(model=m, **dict(zip(names, combo)))
-            for m in models
-            for combo in itertools.product(*(axes[n] for n in names))
+            Experiment(model=m, **dict(zip(names, combo))) for m in models for combo in itertools.product(*(axes[n] for n in names))
         )
     )
     return Config(experiments, data, task_options, settings, source)
-
-
-MLLM_ONLY = ("base_url", "api_key_env", "parallel", "max_rps", "prompting", "context_tokens", "usd_per_m_input",
-             "usd_per_m_output", "max_image_side", "temperature", "max_output_tokens", "timeout_s", "max_retries",
-             "backoff_s", "max_backoff_s")  # fmt: skip
-"""[[models]] keys that only mean something with method = "mllm"."""
 
 
 def _check_model(m: Model, table: Mapping[str, object], where: _Where, name: str) -> None:
@@ -325,25 +294,9 @@ def _check_model(m: Model, table: Mapping[str, object], where: _Where, name: str
         return
     if not m.pretrained:
         raise fail("pretrained", 'must be true for method = "mllm" (an API model has no random initialisation).')
-    for key in ("parallel", "max_image_side", "max_output_tokens"):
-        if getattr(m, key) < 1:
-            raise fail(key, f"must be at least 1; got {getattr(m, key)}.")
-    if m.max_retries < 0:
-        raise fail("max_retries", f"must be 0 or more; got {m.max_retries}.")
-    for key in ("max_rps", "timeout_s"):
-        if getattr(m, key) <= 0:
-            raise fail(key, f"must be positive; got {getattr(m, key)}.")
-    for key in ("backoff_s", "max_backoff_s", "temperature", "usd_per_m_input", "usd_per_m_output"):
-        value = getattr(m, key)
-        if value is not None and value < 0:
-            raise fail(key, f"must not be negative; got {value}.")
-    if m.context_tokens is not None and m.context_tokens < 256:
-        raise fail("context_tokens", f"must be at least 256; got {m.context_tokens}.")
-    if m.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.api_key_env):
-        # A value that is not a variable name is most likely the key itself: never echo it.
-        raise fail("api_key_env", "must be the NAME of an environment variable (e.g. OPENROUTER_API_KEY), not the key itself.")
-    if m.base_url is not None and not re.match(r"https?://", m.base_url):
-        raise fail("base_url", f"must start with http:// or https://; got {m.base_url!r}.")
+    problem = check_mllm(m)
+    if problem is not None:
+        raise fail(*problem)
 
 
 def missing_data(task: str, path: Path) -> str:

@@ -43,7 +43,7 @@ def demo(out: Path = Path("biobench-demo"), stream: TextIO | None = None) -> run
     data = out / "data" / "newt"
     if not (data / newt.LABELS_CSV).is_file():
         print(f"Writing a generated NeWT-format dataset to {data} ...", file=stream)
-        newt.make_fixture(data, seed=0)
+        newt.SPEC.fixture(data, seed=0)
     cfg_path = out / "demo.toml"
     cfg_path.write_text(DEMO_CONFIG.format(name=cfg_path))
     summary = runner.run(config.load(cfg_path), out=stream)

@@ -11,6 +11,7 @@ Only the standard library is used, so downloading needs no extra dependencies.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -22,6 +23,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Sequence
 
 from biobench.errors import DataError
 from biobench.progress import Progress
@@ -102,9 +104,7 @@ def fetch(
             hint = f"The partial download in {part} will be resumed by rerunning the same command."
         else:
             hint = "Check the network connection and rerun the same command."
-        raise DataError(
-            f"Downloading {url} failed after {retries + 1} attempts ({last_err}). {hint}"
-        ) from last_err
+        raise DataError(f"Downloading {url} failed after {retries + 1} attempts ({last_err}). {hint}") from last_err
 
     if expected is not None:
         actual = md5sum(part, chunk_bytes)
@@ -120,9 +120,7 @@ def fetch(
     return dest
 
 
-def _download_once(
-    url: str, part: pathlib.Path, *, desc: str, chunk_bytes: int, timeout_s: float
-) -> None:
+def _download_once(url: str, part: pathlib.Path, *, desc: str, chunk_bytes: int, timeout_s: float) -> None:
     """One attempt: stream `url` into `part`, resuming from its current size."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": _USER_AGENT}
@@ -206,24 +204,15 @@ def extract(archive: pathlib.Path, dest_dir: pathlib.Path, *, desc: str | None =
     elif name.endswith((".tar", ".tar.gz", ".tgz")):
         _extract_tar(archive, dest_dir, desc)
     else:
-        raise DataError(
-            f"Cannot extract {archive}: unsupported archive type "
-            "(expected .tar, .tar.gz, .tgz or .zip)."
-        )
+        raise DataError(f"Cannot extract {archive}: unsupported archive type (expected .tar, .tar.gz, .tgz or .zip).")
 
 
 def _corrupt(archive: pathlib.Path, err: BaseException) -> DataError:
-    return DataError(
-        f"Archive {archive} is corrupt or truncated ({err}). "
-        "Delete it and rerun the same command to download it again."
-    )
+    return DataError(f"Archive {archive} is corrupt or truncated ({err}). Delete it and rerun the same command to download it again.")
 
 
 def _unsafe(archive: pathlib.Path, member: str, why: str) -> DataError:
-    return DataError(
-        f"Refusing to extract {archive}: member {member!r} {why}. "
-        "The archive may be malicious or corrupt."
-    )
+    return DataError(f"Refusing to extract {archive}: member {member!r} {why}. The archive may be malicious or corrupt.")
 
 
 def _check_name(archive: pathlib.Path, name: str) -> None:
@@ -308,3 +297,89 @@ def _extract_zip(archive: pathlib.Path, dest_dir: pathlib.Path, desc: str) -> No
     except (zipfile.BadZipFile, EOFError, zlib.error) as err:
         # BadZipFile covers a missing central directory (truncation) and CRC mismatches.
         raise _corrupt(archive, err) from None
+
+
+##########################
+# Declared task datasets #
+##########################
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """One file a task's dataset is downloaded as: fetched, checked, unpacked into the data directory."""
+
+    url: str | tuple[str, ...]
+    """Where to get it; a tuple lists the pieces a large file is published in, joined in order."""
+    filename: str
+    """Saved as DIR/filename while downloading (removed after unpacking an archive)."""
+    md5: str | None
+    """Published checksum of the whole file, when there is one."""
+    members: tuple[str, ...]
+    """Glob patterns, relative to DIR, of what it provides once laid out (checked after the task's download step)."""
+    extract: bool = True
+    """Unpack the archive (.zip, .tar, .tar.gz) into DIR / `into`; False keeps the file as it is."""
+    into: str = ""
+    """Sub-directory of DIR the archive unpacks into."""
+    md5_url: str | None = None
+    """A published checksum file (its first word is the md5 of the whole file), when the sum is not known in advance."""
+
+
+def fetch_resources(task: str, root: pathlib.Path, resources: Sequence[Resource]) -> None:
+    """Fetch every resource into `root` and unpack archives (each deleted once unpacked).
+
+    Interrupted downloads resume when run again, and an archive unpacked by an earlier run
+    (a stamp in DIR/.biobench-download/ says so) is not fetched again: its file is gone.
+    """
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for r in resources:
+        stamp = root / ".biobench-download" / f"{r.filename.replace('/', '_')}.unpacked"
+        if r.extract and stamp.exists():
+            continue
+        md5 = r.md5
+        if md5 is None and r.md5_url is not None:
+            sums = fetch(r.md5_url, root / f"{r.filename}.md5", desc=f"{task}: {r.filename} md5")
+            md5 = sums.read_text().split()[0].lower()
+            sums.unlink()
+        path = root / r.filename
+        if isinstance(r.url, str):
+            fetch(r.url, path, md5=md5, desc=f"{task}: {r.filename}")
+        elif not path.exists():
+            pieces = [
+                fetch(u, root / f"{r.filename}.{i:03d}", desc=f"{task}: {r.filename} ({i + 1}/{len(r.url)})") for i, u in enumerate(r.url)
+            ]
+            _join(pieces, path, md5)
+        if r.extract:
+            extract(path, root / r.into, desc=f"{task}: extract {r.filename}")
+            stamp.parent.mkdir(exist_ok=True)
+            stamp.write_text(f"{r.url}\n")
+            path.unlink()
+
+
+def _join(pieces: Sequence[pathlib.Path], dest: pathlib.Path, md5: str | None) -> None:
+    """Concatenate `pieces` into `dest` (atomically), check `md5`, delete the pieces."""
+    part = dest.with_name(dest.name + ".joining")
+    with open(part, "wb") as out:
+        for p in pieces:
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    out.write(chunk)
+    if md5 is not None and (actual := md5sum(part)) != md5.lower():
+        part.unlink()
+        raise DataError(
+            f"{dest}, joined from {len(pieces)} pieces, has md5 {actual}, expected {md5}; delete the pieces ({pieces[0]}, ...) and download again."
+        )
+    os.replace(part, dest)
+    for p in pieces:
+        p.unlink()
+
+
+def check_members(task: str, root: pathlib.Path, resources: Sequence[Resource]) -> None:
+    """Raise a `DataError` for any resource whose members are not in `root` (after the task's last step)."""
+    for r in resources:
+        absent = [m for m in r.members if not any(pathlib.Path(root).glob(m))]
+        if absent:
+            raise DataError(
+                f"{task}: {r.url} did not provide {', '.join(absent)} in {root}; the archive's layout may have "
+                "changed. Report it, or lay the files out by hand as the task's documentation says."
+            )

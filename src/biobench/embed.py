@@ -72,9 +72,7 @@ def cache_key(backbone: VisionBackbone, device: str) -> str:
     return _digest(fingerprint(backbone), precision_label(torch.device(device)))
 
 
-def get_features(
-    backbone: VisionBackbone, images: ImageSet, cache: FeatureCache, settings: EmbedSettings = EmbedSettings()
-) -> EmbedResult:
+def get_features(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache, settings: EmbedSettings = EmbedSettings()) -> EmbedResult:
     """Features for every image in `images`, from the cache where possible."""
     start = time.perf_counter()
     keys = images.keys(settings.key_mode)
@@ -88,9 +86,7 @@ def get_features(
         logger.info("%s on %s: all %d images cached.", backbone.name, images.name, len(images))
         return EmbedResult(feats, len(images), 0, time.perf_counter() - start, set_fp, fp)
 
-    logger.info(
-        "%s on %s: %d images cached, embedding %d.", backbone.name, images.name, len(images) - len(missing), len(missing)
-    )
+    logger.info("%s on %s: %d images cached, embedding %d.", backbone.name, images.name, len(images) - len(missing), len(missing))
 
     cache_ok = True
 
@@ -248,7 +244,9 @@ class _BackoffEncoder:
 def precision_label(device: torch.device) -> str:
     """How features are computed on `device`: 'fp32', or 'bf16-autocast' / 'fp16-autocast' on CUDA."""
     dtype = _autocast_dtype(device)
-    return "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')}-autocast"
+    return (
+        "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')}-autocast"
+    )
 
 
 def _digest(*parts: str) -> str:

@@ -1,252 +1,42 @@
 """The launcher: plan the grid, skip what is stored, run the rest, write each result as it lands.
 
-Data flows one way: config -> plan -> (per model, per task) features via the cache ->
-probe per (n_train, seed) -> store. Work is grouped so each backbone is loaded once and
-each task's images are embedded (or read from the cache) once for all its n_train and
-seed values. Only this process writes the database, one transaction per experiment, so
-Ctrl-C or a crash never leaves half an experiment; the next run does only what is missing.
+Orchestration only: planning and keys live in `biobench.plan`, the evaluation loops in
+`biobench.routes`, what is printed in `biobench.console`. Work is grouped so each
+backbone is loaded once and each task's images are embedded (or read from the cache) once
+for all its n_train and seed values. Only this process writes the database, one
+transaction per experiment, so Ctrl-C or a crash never leaves half an experiment; the
+next run does only what is missing. Claims keep two launchers apart; `--max-usd` stops
+MLLM work cleanly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import importlib
-import importlib.util
-import json
 import logging
 import sys
 import traceback
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TextIO
 
-from biobench import provenance
 from biobench.backbones import backbone_class, load_vision_backbone
-from biobench.cache import FeatureCache
-from biobench.config import Config, Experiment, Model, Settings
-from biobench.embed import EmbedSettings, get_features
+from biobench.config import Config, Model, Settings
+from biobench.console import Summary, print_plan, print_result
 from biobench.errors import BiobenchError, ConfigError
-from biobench.store import ExperimentKey, Report, Store
-from biobench.tasks import TASKS, EvalContext, TaskReport, get_task, has_code, protocol
+from biobench.plan import Planned, plan
+from biobench.plugins import load_plugins
+from biobench.routes import mllm_reports, probe_reports
+from biobench.store import Report, Store
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["run", "done", "no data", "no code", "claimed"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Planned:
-    """One (task, experiment) of the grid and what the launcher will do with it."""
-
-    task: str
-    experiment: Experiment
-    key: ExperimentKey
-    status: Status
-
-
-@dataclasses.dataclass
-class Summary:
-    """What a run did."""
-
-    done: int = 0
-    """Already in the store before this run."""
-    run: int = 0
-    """Run and stored now."""
-    failed: int = 0
-    skipped: int = 0
-    """No data, no code, or claimed by another run."""
-    interrupted: bool = False
-    errors: list[str] = dataclasses.field(default_factory=list)
-    budget_stopped: bool = False
-    """--max-usd was reached; experiments not finished were left for a rerun."""
-    spent_usd: float = 0.0
-    """Money spent on MLLM requests by this run."""
-    answers_failed: int = 0
-    """MLLM test examples whose request failed for good (scored as wrong)."""
-
-    def line(self) -> str:
-        text = f"{self.done} done, {self.run} run"
-        if self.failed:
-            text += f", {self.failed} failed"
-        if self.skipped:
-            text += f", {self.skipped} skipped"
-        if self.spent_usd:
-            text += f", ${self.spent_usd:.4f} spent"
-        if self.answers_failed:
-            text += f", {self.answers_failed} MLLM answers failed"
-        if self.budget_stopped:
-            text += " (budget reached: rerun with a larger --max-usd to finish; answers received are kept)"
-        if self.interrupted:
-            text += " (interrupted: rerun the same command to finish)"
-        return text
-
-
-def mllm_protocol(base: str, model: Model, debug: bool = False) -> str:
-    """The protocol id of an MLLM experiment: the task's, the prompting mode, and a hash of any other
-    answer-shaping knob changed from its default (image size, temperature, ...), so each is its own experiment."""
-    defaults = Model(model.org, model.ckpt, method="mllm").mllm_knobs()
-    changed = {k: v for k, v in model.mllm_knobs().items() if k != "prompting" and v != defaults[k]}
-    text = f"{base}|mllm-{model.prompting}"
-    if changed:
-        text += "+" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
-    return text + ("+debug" if debug else "")
-
-
-def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
-    """Every (task, experiment) pair with its status, for the tasks in [data]; nothing is run."""
-    done = store.done_keys() if store is not None else set()
-    protocols = {
-        name: protocol(task, cfg.task_config(name)) if name in cfg.data else f"{name}/v{task.VERSION}"
-        for name, task in TASKS.items()
-    }
-    # The tasks a config's [data] table names; with no [data] at all, every task shows as
-    # "no data", which tells a new user what exists.
-    names = sorted(cfg.data) if cfg.data else sorted(TASKS)
-    out = []
-    for exp in cfg.experiments:
-        for name in names:
-            m = exp.model
-            proto = protocols[name] if m.method != "mllm" else mllm_protocol(protocols[name], m, cfg.settings.debug)
-            key = ExperimentKey(name, m.org, m.key_ckpt, m.method, exp.n_train, exp.seed, proto)
-            if name not in cfg.data:
-                status: Status = "no data"
-            elif not has_code(name, m.method):
-                status = "no code"
-            elif key in done:
-                status = "done"
-            else:
-                status = "run"
-            out.append(Planned(name, exp, key, status))
-    return out
-
-
-def load_plugins(plugins: Sequence[str], base: Path) -> None:
-    """Import each plugin (module name or .py file, relative to `base`) so it can register backbones."""
-    for plugin in plugins:
-        try:
-            if plugin.endswith(".py"):
-                path = Path(plugin) if Path(plugin).is_absolute() else base / plugin
-                name = f"biobench_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-                spec = importlib.util.spec_from_file_location(name, path)
-                if spec is None or spec.loader is None or not path.is_file():
-                    raise ConfigError(f"Plugin file {path} not found.")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(plugin)
-        except BiobenchError:
-            raise
-        except Exception as err:
-            raise ConfigError(f"Cannot import plugin '{plugin}': {type(err).__name__}: {err}") from err
+__all__ = ["Planned", "Summary", "plan", "run"]
 
 
 def load_model(model: Model, device: str):
     """The backbone of a cvml `model`, on `device`."""
     return load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
-
-
-def execute(
-    model: Model,
-    task_name: str,
-    experiments: Sequence[Experiment],
-    cfg: Config,
-    keys: Sequence[ExperimentKey],
-    *,
-    backbone=None,
-) -> Iterator[Report]:
-    """Evaluate `model` on one task for several (n_train, seed): embed once, probe per experiment.
-
-    Yields one Report per experiment, as soon as it is ready; raises on errors that
-    affect the whole group (data, model).
-    """
-    s = cfg.settings
-    device = s.resolved_device()
-    task = get_task(task_name)
-    task_cfg = cfg.task_config(task_name)
-    images = task.image_set(task_cfg)
-    if backbone is None:
-        backbone = load_model(model, device)
-    embed_settings = EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys)
-    emb = get_features(backbone, images, FeatureCache(s.resolved_cache_dir()), embed_settings)
-    data_fp = _data_fingerprint(emb.image_set_fingerprint, images)
-    seconds_embed = emb.seconds
-    for exp, key in zip(experiments, keys, strict=True):
-        ctx = EvalContext(n_train=exp.n_train, seed=exp.seed, n_bootstrap=s.n_bootstrap, n_jobs=s.n_jobs)
-        result = task.evaluate(task_cfg, images, emb.features, ctx)
-        yield _report(
-            key,
-            result,
-            config={
-                "experiment": dataclasses.asdict(exp),
-                "task": dataclasses.asdict(task_cfg),
-                "settings": {**dataclasses.asdict(s), "device": device},
-                "embedding": {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded},
-            },
-            provenance=provenance.provenance(device),
-            data_fingerprint=data_fp,
-            backbone_fingerprint=emb.backbone_fingerprint,
-            seconds_embed=seconds_embed,
-        )
-        seconds_embed = 0.0  # later experiments reuse the features in memory
-
-
-def execute_mllm(
-    model: Model,
-    task_name: str,
-    experiments: Sequence[Experiment],
-    cfg: Config,
-    keys: Sequence[ExperimentKey],
-    client,
-) -> Iterator[Report]:
-    """Evaluate an MLLM on one task for several (n_train, seed): one Report per experiment, as each finishes."""
-    s = cfg.settings
-    task = get_task(task_name)
-    task_cfg = cfg.task_config(task_name)
-    images = task.image_set(task_cfg)  # validates the data, and fingerprints it as probe runs do
-    data_fp = _data_fingerprint(images.fingerprint(images.keys(s.cache_keys)), images)
-    for exp, key in zip(experiments, keys, strict=True):
-        ctx = EvalContext(n_train=exp.n_train, seed=exp.seed, n_bootstrap=s.n_bootstrap, n_jobs=s.n_jobs, debug=s.debug)
-        spent = client.stats.spent_usd
-        result = task.evaluate_mllm(task_cfg, client, ctx)
-        yield _report(
-            key,
-            result,
-            config={
-                "experiment": dataclasses.asdict(exp),
-                "task": dataclasses.asdict(task_cfg),
-                "settings": dataclasses.asdict(s),
-                "mllm": {"route": client.route, **dataclasses.asdict(client.spec), "spent_now_usd": client.stats.spent_usd - spent},
-            },
-            provenance=provenance.provenance("api"),
-            data_fingerprint=data_fp,
-            prompting=exp.model.prompting,
-        )
-
-
-def _report(key: ExperimentKey, result: TaskReport, **context) -> Report:
-    """The store's record of a task's result: the task's numbers plus the run's `context` (config, provenance, ...)."""
-    return Report(
-        key=key,
-        n_train_actual=result.n_train_actual,
-        metric=result.metric,
-        score=result.score,
-        ci_low=result.ci_low,
-        ci_high=result.ci_high,
-        example_ids=result.example_ids,
-        example_scores=result.example_scores,
-        example_info=result.example_info,
-        sub_scores=result.sub_scores,
-        seconds_fit=result.seconds_fit,
-        seconds_score=result.seconds_score,
-        cost_usd=result.cost_usd,
-        n_failed=result.n_failed,
-        parse_rate=result.parse_rate,
-        **context,
-    )
 
 
 def check_mllm_models(cfg: Config, *, need_keys: bool, max_usd: float | None = None) -> None:
@@ -263,13 +53,6 @@ def check_mllm_models(cfg: Config, *, need_keys: bool, max_usd: float | None = N
                 f"--max-usd needs prices, and model {model.name} has none: add usd_per_m_input and usd_per_m_output "
                 "to its [[models]] entry (0 for a free local server)."
             )
-
-
-def _data_fingerprint(image_set_fp: str, images) -> str:
-    h = hashlib.sha256(image_set_fp.encode())
-    if images.table is not None:
-        h.update(images.table.write_csv().encode())
-    return h.hexdigest()
 
 
 def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out: TextIO | None = None) -> Summary:
@@ -296,7 +79,7 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
             planned = plan(cfg)
         print_plan(planned, out)
         summary.done = sum(p.status == "done" for p in planned)
-        summary.skipped = sum(p.status in ("no data", "no code") for p in planned)
+        summary.skipped = sum(p.status in ("no data", "no code", "n/a") for p in planned)
         n_run = sum(p.status == "run" for p in planned)
         print(f"dry run: {n_run} would run, {summary.done} done, {summary.skipped} skipped", file=out)
         return summary
@@ -334,12 +117,12 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
     budget = Budget(max_usd)
     backbone = None
 
-    def probe_reports(model: Model, task_name: str, items: list[Planned]) -> Iterator[Report]:
+    def task_reports(model: Model, task_name: str, items: list[Planned]) -> Iterator[Report]:
         """A task's reports; the model loads on first use, inside `_store_reports`' error handling."""
         nonlocal backbone
         if backbone is None:
             backbone = load_model(model, cfg.settings.resolved_device())
-        yield from execute(model, task_name, [p.experiment for p in items], cfg, [p.key for p in items], backbone=backbone)
+        yield from probe_reports(backbone, task_name, [p.experiment for p in items], [p.key for p in items], cfg)
 
     for model, by_task in by_model.items():
         if model.method == "mllm":
@@ -348,7 +131,7 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
             continue
         groups = list(by_task.items())
         for i, (task_name, items) in enumerate(groups):
-            reports = probe_reports(model, task_name, items)
+            reports = task_reports(model, task_name, items)
             stored = _store_reports(reports, task_name, model, len(items), store, run_id, summary, len(todo))
             if not stored and backbone is None:  # the model itself failed: its other tasks would fail the same way
                 summary.failed += sum(len(rest) for _, rest in groups[i + 1 :])
@@ -376,7 +159,7 @@ def _run_mllm(
         with Client(model, registry.resolve(model), cache=store, budget=budget, seed=0) as client:
             for task_name, items in by_task.items():
                 keys = [p.key for p in items]
-                reports = execute_mllm(model, task_name, [p.experiment for p in items], cfg, keys, client)  # lazy: runs as stored
+                reports = mllm_reports(client, task_name, [p.experiment for p in items], keys, cfg)  # lazy: runs as stored
                 _store_reports(reports, task_name, model, len(items), store, run_id, summary, n_todo, passthrough=(BudgetExhausted,))
     except BudgetExhausted as err:
         summary.budget_stopped = True
@@ -423,36 +206,6 @@ def _store_reports(
         summary.errors.append(f"{task_name} with {model.name}: {message}")
         return False
     return True
-
-
-def print_result(report: Report, counter: str = "") -> None:
-    k = report.key
-    ci = f" [{report.ci_low:.3f}, {report.ci_high:.3f}]" if report.ci_low is not None else ""
-    if k.method == "mllm":
-        cost = "" if report.cost_usd is None else f", ${report.cost_usd:.4f}"
-        logger.info(
-            "%s %s: %s %.3f%s (n_test=%d, parsed %.0f%%, %d failed%s)",
-            counter, k.describe(), report.metric, report.score, ci, report.n_test,
-            100 * (report.parse_rate or 0.0), report.n_failed or 0, cost,
-        )  # fmt: skip
-        return
-    logger.info(
-        "%s %s: %s %.3f%s (n_test=%d, embed %.1fs, fit %.1fs)",
-        counter,
-        k.describe(),
-        report.metric,
-        report.score,
-        ci,
-        report.n_test,
-        report.seconds_embed or 0.0,
-        report.seconds_fit or 0.0,
-    )
-
-
-def print_plan(planned: Sequence[Planned], out: TextIO) -> None:
-    width = max((len(p.key.describe()) for p in planned), default=0)
-    for p in planned:
-        print(f"{p.status:<8}  {p.key.describe():<{width}}  {p.key.protocol}", file=out)
 
 
 def _check_device(settings: Settings) -> None:

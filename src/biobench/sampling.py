@@ -44,3 +44,9 @@ def balanced_sample(labels: Int[np.ndarray, " m"], n: int, rng: np.random.Genera
                 short -= 1
     chosen = np.concatenate([rng.choice(pool, size=t, replace=False) for pool, t in zip(pools, take)])
     return rng.permutation(chosen)
+
+
+def training_rows(labels: np.ndarray, rows: Int[np.ndarray, " m"], n_train: int, seed: int, name: str) -> Int[np.ndarray, " k"]:
+    """The seeded class-balanced sample of `n_train` of `rows` for sub-task `name` (multi-hot labels: a uniform sample)."""
+    strata = labels[rows] if labels.ndim == 1 else np.zeros(len(rows), dtype=np.int64)
+    return rows[balanced_sample(strata, n_train, task_rng(seed, name))]

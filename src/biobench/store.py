@@ -23,12 +23,13 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from biobench.errors import BiobenchError
+from biobench.evaluation import TaskReport
 
 SCHEMA_VERSION = 2
 STALE_CLAIM_S = 6 * 3600
@@ -124,34 +125,29 @@ class ExperimentKey:
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """One finished experiment: what the task measured plus the key and provenance; what the store writes."""
+    """One finished experiment as the store writes it: the route's `TaskReport` plus the key and provenance.
+
+    The task's numbers are read through to `result` (`report.score`, `report.example_ids`, ...).
+    """
 
     key: ExperimentKey
-    n_train_actual: int
-    metric: str
-    score: float
-    ci_low: float | None
-    ci_high: float | None
-    example_ids: Sequence[str]
-    example_scores: Sequence[float]
-    example_info: Sequence[dict]
-    sub_scores: dict
+    result: TaskReport
+    """What the route measured."""
     config: dict
     provenance: dict
     """argv, git_commit, package_versions, gpu, host, posix_time."""
     data_fingerprint: str | None = None
     backbone_fingerprint: str | None = None
     seconds_embed: float | None = None
-    seconds_fit: float | None = None
-    seconds_score: float | None = None
     prompting: str | None = None
-    cost_usd: float | None = None
-    n_failed: int | None = None
-    parse_rate: float | None = None
 
-    @property
-    def n_test(self) -> int:
-        return len(self.example_ids)
+    def __getattr__(self, name: str):
+        if name in _RESULT_FIELDS:
+            return getattr(self.result, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+_RESULT_FIELDS = frozenset({f.name for f in dataclasses.fields(TaskReport)} | {"n_test"})
 
 
 class Store:
@@ -162,16 +158,16 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise BiobenchError(f"Cannot create the results directory {self.path.parent}: {err}. Set report_to to a writable directory.") from None
+            raise BiobenchError(
+                f"Cannot create the results directory {self.path.parent}: {err}. Set report_to to a writable directory."
+            ) from None
         try:
             self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.conn.execute("PRAGMA foreign_keys = ON")
             self.conn.execute("PRAGMA synchronous = FULL")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise BiobenchError(
-                    f"{self.path} was written by a newer biobench (schema {version} > {SCHEMA_VERSION}); upgrade biobench."
-                )
+                raise BiobenchError(f"{self.path} was written by a newer biobench (schema {version} > {SCHEMA_VERSION}); upgrade biobench.")
             with self.transaction() as conn:
                 for statement in SCHEMA.split(";\n"):
                     if statement.strip():
@@ -208,23 +204,19 @@ class Store:
     # Experiments
 
     def done_keys(self) -> set[ExperimentKey]:
-        rows = self.conn.execute(
-            "SELECT task, model_org, model_ckpt, method, n_train, seed, protocol FROM experiments"
-        ).fetchall()
+        rows = self.conn.execute("SELECT task, model_org, model_ckpt, method, n_train, seed, protocol FROM experiments").fetchall()
         return {ExperimentKey(*row) for row in rows}
 
     def has(self, key: ExperimentKey) -> bool:
         row = self.conn.execute(
-            "SELECT 1 FROM experiments WHERE task=? AND model_org=? AND model_ckpt=? AND method=? "
-            "AND n_train=? AND seed=? AND protocol=?",
+            "SELECT 1 FROM experiments WHERE task=? AND model_org=? AND model_ckpt=? AND method=? AND n_train=? AND seed=? AND protocol=?",
             dataclasses.astuple(key),
         ).fetchone()
         return row is not None
 
     def write(self, record: Report) -> bool:
         """Store one experiment and its predictions in one transaction. False if the key was already stored."""
-        k = record.key
-        p = record.provenance
+        k, r, p = record.key, record.result, record.provenance
         with self.transaction() as conn:
             if self.has(k):
                 return False
@@ -235,15 +227,36 @@ class Store:
                 seconds_embed, seconds_fit, seconds_score, prompting, cost_usd, n_failed, parse_rate)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
-                    k.task, k.model_org, k.model_ckpt, k.method, k.n_train, record.n_train_actual, k.seed,
-                    k.protocol, record.metric, float(record.score), _opt_float(record.ci_low),
-                    _opt_float(record.ci_high), record.n_test, _json(record.sub_scores), _json(record.config),
-                    _json(p.get("argv", [])), p.get("git_commit"), _json(p.get("package_versions", {})),
-                    record.data_fingerprint, record.backbone_fingerprint, p.get("gpu"),
-                    p.get("host", socket.gethostname()), p.get("posix_time", time.time()),
-                    _opt_float(record.seconds_embed), _opt_float(record.seconds_fit), _opt_float(record.seconds_score),
-                    record.prompting, _opt_float(record.cost_usd),
-                    None if record.n_failed is None else int(record.n_failed), _opt_float(record.parse_rate),
+                    k.task,
+                    k.model_org,
+                    k.model_ckpt,
+                    k.method,
+                    k.n_train,
+                    r.n_train_actual,
+                    k.seed,
+                    k.protocol,
+                    r.metric,
+                    float(r.score),
+                    _opt_float(r.ci_low),
+                    _opt_float(r.ci_high),
+                    r.n_test,
+                    _json(r.sub_scores),
+                    _json(record.config),
+                    _json(p.get("argv", [])),
+                    p.get("git_commit"),
+                    _json(p.get("package_versions", {})),
+                    record.data_fingerprint,
+                    record.backbone_fingerprint,
+                    p.get("gpu"),
+                    p.get("host", socket.gethostname()),
+                    p.get("posix_time", time.time()),
+                    _opt_float(record.seconds_embed),
+                    _opt_float(r.seconds_fit),
+                    _opt_float(r.seconds_score),
+                    record.prompting,
+                    _opt_float(r.cost_usd),
+                    None if r.n_failed is None else int(r.n_failed),
+                    _opt_float(r.parse_rate),
                 ),
             )
             exp_id = cur.lastrowid
@@ -251,7 +264,7 @@ class Store:
                 "INSERT INTO predictions (experiment_id, example_id, score, info) VALUES (?, ?, ?, ?)",
                 (
                     (exp_id, str(i), float(s), _json(info))
-                    for i, s, info in zip(record.example_ids, record.example_scores, record.example_info, strict=True)
+                    for i, s, info in zip(r.example_ids, r.example_scores, r.example_info, strict=True)
                 ),
             )
             conn.execute("DELETE FROM runs WHERE key = ?", (k.to_json(),))
@@ -269,15 +282,12 @@ class Store:
         ).fetchall()
         return [(e, s, json.loads(i)) for e, s, i in rows]
 
-    # MLLM answers (the `biobench.mllm.client.AnswerCache` protocol)
+    # MLLM answers (the `biobench.mllm.client.AnswerCache` protocol; the store knows nothing of the client)
 
-    def get_answer(self, key: str):
-        from biobench.mllm.client import Answer
-
-        row = self.conn.execute(
-            "SELECT answer, input_tokens, output_tokens, cost_usd FROM mllm_answers WHERE key = ?", (key,)
-        ).fetchone()
-        return None if row is None else Answer(row[0], input_tokens=row[1], output_tokens=row[2], cost_usd=row[3])
+    def get_answer(self, key: str) -> dict | None:
+        """A stored answer as {text, input_tokens, output_tokens, cost_usd}, or None."""
+        row = self.conn.execute("SELECT answer, input_tokens, output_tokens, cost_usd FROM mllm_answers WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(zip(("text", "input_tokens", "output_tokens", "cost_usd"), row))
 
     def put_answer(self, key: str, model: str, answer) -> None:
         """Keep one answer at once (its own transaction): an interrupted run loses none it paid for."""

@@ -30,8 +30,8 @@ def capture(work: Path, mllm_url: str) -> dict:
         n_workers = 0
         n_jobs = 1
         n_bootstrap = 300
-        report_to = "{work / 'results'}"
-        cache_dir = "{work / 'cache'}"
+        report_to = "{work / "results"}"
+        cache_dir = "{work / "cache"}"
         n_train = [-1, 8]
         seeds = [0, 1]
 
@@ -49,9 +49,9 @@ def capture(work: Path, mllm_url: str) -> dict:
         parallel = 8
 
         [data]
-        newt = "{work / 'newt'}"
-        ages = "{work / 'ages'}"
-        hybrids = "{work / 'hybrids'}"
+        newt = "{work / "newt"}"
+        ages = "{work / "ages"}"
+        hybrids = "{work / "hybrids"}"
         """
     path = work / "capture.toml"
     path.write_text(textwrap.dedent(body))

@@ -67,8 +67,7 @@ class EncodedImgBatch:
             )
         if self.patch_features is not None and self.patch_features.ndim != 3:
             raise BackboneError(
-                "img_encode() must return patch_features of shape (batch, n_patches, dim) "
-                f"or None; got {tuple(self.patch_features.shape)}."
+                f"img_encode() must return patch_features of shape (batch, n_patches, dim) or None; got {tuple(self.patch_features.shape)}."
             )
 
 

@@ -86,9 +86,7 @@ class OpenClip(VisionBackbone):
                 )
             elif not local_file and source not in open_clip.list_pretrained_tags_by_model(arch):
                 tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-                raise BackboneError(
-                    f"open-clip has no pretrained tag '{source}' for {arch} and no file of that name exists. Tags: {tags}."
-                )
+                raise BackboneError(f"open-clip has no pretrained tag '{source}' for {arch} and no file of that name exists. Tags: {tags}.")
 
             def build():
                 model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=source)
@@ -101,10 +99,7 @@ class OpenClip(VisionBackbone):
                 if ckpt.startswith("hf-hub:"):
                     predownload = f"python -c \"import open_clip; open_clip.create_model_from_pretrained('{ckpt}')\""
                 else:
-                    predownload = (
-                        "python -c \"import open_clip; "
-                        f"open_clip.create_model_from_pretrained('{arch}', pretrained='{source}')\""
-                    )
+                    predownload = f"python -c \"import open_clip; open_clip.create_model_from_pretrained('{arch}', pretrained='{source}')\""
                 raise _download_error(
                     f"open-clip:{ckpt}",
                     err,

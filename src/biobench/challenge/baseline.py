@@ -94,7 +94,7 @@ def train_baseline(
         "train_csv": str(train_csv),
         "n_train": len(y),
         "n_hybrid": int(y.sum()),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     atomic.write_bytes(out / "metadata.json", (json.dumps(meta, indent=2) + "\n").encode())
     packages = ["torch", *_ORG_PACKAGES.get(spec.org, []), f"scikit-learn=={sklearn.__version__}", "pillow", "numpy"]
@@ -104,6 +104,4 @@ def train_baseline(
         "# builds the backbone through it, exactly as for the training features.\n" + "\n".join(packages) + "\n"
     )
     atomic.write_bytes(out / "requirements.txt", requirements.encode())
-    return BaselineResult(
-        out, len(y), int(y.sum()), classifier_mod.hybrid_probability(clf, emb.features), emb.seconds, emb.n_embedded
-    )
+    return BaselineResult(out, len(y), int(y.sum()), classifier_mod.hybrid_probability(clf, emb.features), emb.seconds, emb.n_embedded)

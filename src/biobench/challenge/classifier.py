@@ -47,9 +47,7 @@ def make_classifier(kind: Kind, seed: int, *, n_folds: int = 5):
             ensemble=False,
         )
     elif kind == "sgd":
-        probe = sklearn.linear_model.SGDClassifier(
-            loss="log_loss", class_weight="balanced", random_state=seed, max_iter=2000, tol=1e-4
-        )
+        probe = sklearn.linear_model.SGDClassifier(loss="log_loss", class_weight="balanced", random_state=seed, max_iter=2000, tol=1e-4)
     else:
         raise DataError(f"Unknown classifier {kind!r}; use one of {', '.join(KINDS)}.")
     return sklearn.pipeline.Pipeline([("scale", sklearn.preprocessing.StandardScaler()), (kind, probe)])

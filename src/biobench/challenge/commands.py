@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import tyro
 
@@ -92,12 +92,10 @@ class Bundle:
 
 
 def challenge(
-    cmd: Union[
-        Annotated[Score, tyro.conf.subcommand("score")],
-        Annotated[Ingest, tyro.conf.subcommand("ingest")],
-        Annotated[Baseline, tyro.conf.subcommand("baseline")],
-        Annotated[Bundle, tyro.conf.subcommand("bundle")],
-    ],
+    cmd: Annotated[Score, tyro.conf.subcommand("score")]
+    | Annotated[Ingest, tyro.conf.subcommand("ingest")]
+    | Annotated[Baseline, tyro.conf.subcommand("baseline")]
+    | Annotated[Bundle, tyro.conf.subcommand("bundle")],
 ) -> int:
     """The HDR butterfly hybrid-detection challenge: score, ingest, baseline, bundle."""
     if isinstance(cmd, Score):

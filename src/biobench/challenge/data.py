@@ -15,6 +15,7 @@ import polars as pl
 
 from biobench.errors import DataError
 from biobench.images import ImageSet
+from biobench.layouts import tables
 
 TRAIN_COLUMNS = ("filename", "hybrid_stat")
 _HYBRID = {"hybrid": 1, "1": 1, "non-hybrid": 0, "0": 0}
@@ -37,9 +38,7 @@ def read_training_csv(path: Path) -> pl.DataFrame:
     if bad.height:
         row = bad.row(0, named=True)
         raise DataError(f"{path}: hybrid_stat of {row['filename']!r} is {row['hybrid_stat']!r}; expected hybrid or non-hybrid.")
-    dupes = df.filter(pl.col("filename").is_duplicated())
-    if dupes.height:
-        raise DataError(f"{path}: filename {dupes['filename'][0]!r} appears {dupes.height} times; filenames must be unique.")
+    tables.require_unique("hybrids", df, path, "filename", what="filename")
     return df.with_columns(label=stat.replace_strict(_HYBRID, return_dtype=pl.Int8))
 
 

@@ -145,7 +145,9 @@ def ingest(submission_dir: Path, images_dir: Path, out_dir: Path) -> IngestResul
     """Run the submission in `submission_dir` on every image in `images_dir`; write `out_dir/predictions.txt`."""
     images, ignored = list_images(images_dir)
     if ignored:
-        logger.warning("Ignoring %d file(s) in %s that are not .jpg/.jpeg/.png images: %s", len(ignored), images_dir, ", ".join(ignored[:5]))
+        logger.warning(
+            "Ignoring %d file(s) in %s that are not .jpg/.jpeg/.png images: %s", len(ignored), images_dir, ", ".join(ignored[:5])
+        )
     start = time.perf_counter()
     model = load_submission(submission_dir)
     seconds_load = time.perf_counter() - start

@@ -30,12 +30,14 @@ cumulative sums, never a loop over examples or thresholds.
 This module imports only the standard library and numpy, so the CodaBench bundle ships
 it unchanged as `scoring_program/score.py` (`python3 score.py INPUT_DIR OUTPUT_DIR`).
 
-Departures from the original scoring program (its bugs are not reproduced): it placed the
-threshold between sorted positions, so tied scores could fall on both sides of it; it
-inner-joined predictions to the reference and scored whatever matched, so a submission
-missing images was scored on a subset; and its ingestion rounded scores to 4 decimals,
-creating ties. Here ties are never split, missing predictions are an error, and scores
-are written at full precision.
+Relation to the official scoring program. Its final version, like this one, thresholds on
+distinct scores (a tie is never split) and refuses a submission with missing predictions;
+one difference remains: it rounds `threshold_recall` to 4 decimals in its detailed output,
+which we report at full precision. Its June-2024 version placed the threshold between
+sorted positions (tied scores could fall on both sides of it) and inner-joined
+predictions to the reference (a submission missing images was scored on a subset), and
+that season's ingestion rounded scores to 4 decimals, creating ties; ours writes them at
+full precision.
 """
 
 from __future__ import annotations
@@ -114,9 +116,7 @@ def read_reference(path: str | os.PathLike) -> Reference:
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in REFERENCE_COLUMNS if c not in (reader.fieldnames or ())]
     if missing:
-        raise DataError(
-            f"{path} lacks column(s) {', '.join(missing)}; a reference CSV needs {', '.join(REFERENCE_COLUMNS)}."
-        )
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; a reference CSV needs {', '.join(REFERENCE_COLUMNS)}.")
     names: list[str] = []
     labels: list[int] = []
     groups: list[int] = []
@@ -339,9 +339,7 @@ def _tie_blocks(s_sorted: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
 
 
-def average_precision(
-    s: Float[np.ndarray, " m"], y: Int[np.ndarray, " m"], w: Int[np.ndarray, "b m"]
-) -> Float[np.ndarray, " b"]:
+def average_precision(s: Float[np.ndarray, " m"], y: Int[np.ndarray, " m"], w: Int[np.ndarray, "b m"]) -> Float[np.ndarray, " b"]:
     """Average precision per row of weights: sum over distinct thresholds (high to low) of
     (recall gained) x (precision), as scikit-learn's `average_precision_score`; NaN without positives."""
     b = w.shape[0]
@@ -431,9 +429,7 @@ def write_json(path: str | os.PathLike, obj: dict) -> None:
 
 def find_reference(ref_dir: Path) -> Path:
     """The one reference CSV in CodaBench's `input/ref` (zip debris such as __MACOSX ignored)."""
-    found = sorted(
-        p for p in ref_dir.rglob("*.csv") if "__MACOSX" not in p.parts and not p.name.startswith(".")
-    )
+    found = sorted(p for p in ref_dir.rglob("*.csv") if "__MACOSX" not in p.parts and not p.name.startswith("."))
     if len(found) != 1:
         raise DataError(f"Expected exactly one reference CSV under {ref_dir}, found {len(found)}: {[str(p) for p in found]}.")
     return found[0]

@@ -30,10 +30,12 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from biobench.config import Model
+if TYPE_CHECKING:
+    from biobench.config import Model
 from biobench.errors import BiobenchError, ConfigError
+from biobench.mllm.litellm_setup import litellm
 from biobench.mllm.registry import MllmSpec
 
 logger = logging.getLogger(__name__)
@@ -41,31 +43,6 @@ logger = logging.getLogger(__name__)
 MAX_RETRY_AFTER_S = 600.0
 """Longest Retry-After honoured; a server asking for more is treated as asking for this."""
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-
-_litellm = None
-
-
-def litellm():
-    """litellm, imported on first use with its network look-ups, telemetry and chatter off."""
-    global _litellm
-    if _litellm is None:
-        # Without this, importing litellm fetches a model price map from the internet.
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        os.environ.setdefault("LITELLM_TELEMETRY", "False")
-        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
-            # litellm logs failed requests with the server's message, which may echo a key.
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        import litellm as module
-
-        module.telemetry = False
-        module.suppress_debug_info = True
-        module.set_verbose = False
-        module.callbacks = []
-        module.success_callback = []
-        module.failure_callback = []
-        module.num_retries = 0  # our retry loop, not litellm's, decides (and counts)
-        _litellm = module
-    return _litellm
 
 
 class BudgetExhausted(BiobenchError):
@@ -106,7 +83,9 @@ class Answer:
 class AnswerCache(Protocol):
     """Where answers persist as they arrive (the results store implements it)."""
 
-    def get_answer(self, key: str) -> Answer | None: ...
+    def get_answer(self, key: str) -> dict | None:
+        """{text, input_tokens, output_tokens, cost_usd} of a stored answer, or None."""
+        ...
 
     def put_answer(self, key: str, model: str, answer: Answer) -> None: ...
 
@@ -218,7 +197,7 @@ class Client:
         seed: int = 0,
     ):
         if model.method != "mllm":
-            raise ConfigError(f"{model.name} has method = {model.method!r}; an MLLM client needs method = \"mllm\".")
+            raise ConfigError(f'{model.name} has method = {model.method!r}; an MLLM client needs method = "mllm".')
         self.model = model
         self.spec = spec
         self.cache = cache
@@ -292,7 +271,7 @@ class Client:
             hit = self.cache.get_answer(key)
             if hit is not None:
                 self.stats.cached += 1
-                return dataclasses.replace(hit, attempts=0, cached=True)
+                return Answer(**hit, attempts=0, cached=True)
         semaphore = semaphore or asyncio.Semaphore(1)
         m = self.model
         attempt = 0

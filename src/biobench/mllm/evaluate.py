@@ -26,10 +26,10 @@ import numpy as np
 from jaxtyping import Int
 
 from biobench.errors import BiobenchError
+from biobench.evaluation import DEBUG_N_TEST, EvalContext
 from biobench.mllm import prompts
 from biobench.mllm.client import Answer, Client
 from biobench.sampling import balanced_sample, task_rng
-from biobench.tasks.base import DEBUG_N_TEST, EvalContext
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,13 @@ def _classify_group(client: Client, group: Group, ctx: EvalContext) -> list[Outc
         requests.append(prompts.messages(shots[:k], query, text, m.prompting))
         meta.append((example_id, label, k))
     if capped is not None:
-        logger.info("%s: the context window (%d tokens) fits %d of %d in-context examples.", group.name, client.spec.context_tokens, capped, len(shots))
+        logger.info(
+            "%s: the context window (%d tokens) fits %d of %d in-context examples.",
+            group.name,
+            client.spec.context_tokens,
+            capped,
+            len(shots),
+        )
     answers = client.answer_all(requests)
     outcomes = []
     for (example_id, label, k), answer in zip(meta, answers, strict=True):

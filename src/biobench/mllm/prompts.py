@@ -86,7 +86,9 @@ def messages(shots: Sequence[Shot], image_url: str, text: str, mode: Prompting) 
     if mode == "multi":
         out: list[dict] = []
         for shot in shots:
-            out.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": shot.image_url}}, {"type": "text", "text": text}]})
+            out.append(
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": shot.image_url}}, {"type": "text", "text": text}]}
+            )
             out.append({"role": "assistant", "content": bold(shot.answer)})
         out.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": text}]})
         return out
@@ -95,18 +97,12 @@ def messages(shots: Sequence[Shot], image_url: str, text: str, mode: Prompting) 
 
 def n_images(msgs: Sequence[dict]) -> int:
     """Images in a list of messages."""
-    return sum(
-        1
-        for m in msgs
-        if isinstance(m["content"], list)
-        for part in m["content"]
-        if part.get("type") == "image_url"
-    )
+    return sum(1 for m in msgs if isinstance(m["content"], list) for part in m["content"] if part.get("type") == "image_url")
 
 
 def count_tokens(msgs: Sequence[dict], model: str) -> int:
     """Input tokens of `msgs` as litellm counts them (OpenAI's tokenizer and image-tile formula)."""
-    from biobench.mllm.client import litellm
+    from biobench.mllm.litellm_setup import litellm
 
     return int(litellm().token_counter(model=model, messages=list(msgs)))
 

@@ -9,8 +9,10 @@ not listed here is accepted when its entry gives `context_tokens`.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from biobench.config import Model
+if TYPE_CHECKING:
+    from biobench.config import Model
 from biobench.errors import ConfigError
 
 

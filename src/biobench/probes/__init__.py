@@ -1,12 +1,250 @@
-"""Classifiers fit on frozen features. Each is a pure function of arrays (torch on CPU or CUDA where it helps).
+"""Classifiers on frozen features, all behind one contract.
 
-- `ridge`: one-vs-rest ridge, alpha grid by CV from one eigendecomposition per fold (ImageNet, iNat21, iWildCam, Pl@ntNet, plankton).
-- `svm`: NeWT's / Ages' randomised SVC search, identical choices to scikit-learn's RandomizedSearchCV.
-- `simpleshot`: centre, L2-normalise, nearest centroid (Birds525, KABR, Rare Species).
-- `knn`: cosine / Euclidean neighbours, leave-one-out for re-identification (Beluga).
-- `exemplar_svm`: one linear SVM per query, all trained at once (Leopard).
-- `logistic`: L2 logistic regression (scikit-learn's optimum).
-- `mlp`: multi-label MLP trainer (FishNet).
+A probe is a frozen dataclass of its options; calling it fits on the training features
+and predicts the test features:
 
-Each module imports torch / scikit-learn itself, so importing `biobench.probes` is cheap.
+    probe(x_train, y_train, x_test, *, seed, device) -> Predictions
+
+`Predictions` holds the predicted labels, optional scores (probabilities or decision
+values) and the hyper-parameters the probe chose. Re-identification probes
+(`leave_one_out = True`) are called with the same array as train and test and never
+match an example with itself.
+
+- `Svm`: NeWT's / Ages' randomised SVC search (identical choices to scikit-learn's
+  RandomizedSearchCV), with the small-data fallback to a linear SVC.
+- `Ridge`: one-vs-rest ridge, alpha by CV from one eigendecomposition per fold (ImageNet,
+  iNat21, iWildCam, Pl@ntNet, plankton).
+- `SimpleShot`: centre, L2-normalise, nearest centroid (Birds525, KABR, Rare Species).
+- `Knn`: cosine / Euclidean neighbours, optionally leave-one-out (Beluga).
+- `ExemplarSvm`: one linear SVM per query, all trained at once (Leopard).
+- `Logistic`: L2 logistic regression (scikit-learn's optimum).
+- `Mlp`: the multi-label MLP (FishNet); labels are (n, k) multi-hot.
+- `HybridDetector`: the HDR challenge's P(hybrid) classifiers (`biobench.challenge.classifier`).
+
+This module imports neither torch nor scikit-learn: each probe loads its implementation
+module when it is first called, so task specs can name probes cheaply.
 """
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+import numpy as np
+from jaxtyping import Float
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """What a probe returns for the test rows."""
+
+    labels: np.ndarray
+    """Predicted label per test row, (m,); multi-label probes give (m, k) 0/1."""
+    scores: np.ndarray | None = None
+    """Optional confidence per row: P(positive) (m,), per-trait probabilities (m, k), ..."""
+    params: dict = dataclasses.field(default_factory=dict)
+    """Hyper-parameters the probe chose (e.g. the SVM search's draw, ridge's alpha)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """Base of every probe: options as fields, `__call__` fits and predicts."""
+
+    leave_one_out: ClassVar[bool] = False
+    """Re-identification: called with x_test = x_train, each row predicted from the others."""
+    parallel: ClassVar[bool] = False
+    """Sub-tasks may be fitted in parallel worker processes (single-threaded scikit-learn work)."""
+
+    def __call__(
+        self,
+        x_train: Float[np.ndarray, "n d"],
+        y_train: np.ndarray,
+        x_test: Float[np.ndarray, "m d"],
+        *,
+        seed: int,
+        device: str = "cpu",
+    ) -> Predictions:
+        raise NotImplementedError
+
+
+def _constant(y_train: np.ndarray, m: int) -> Predictions | None:
+    """A training sample with one class predicts it (most probes cannot fit one class)."""
+    classes = np.unique(y_train)
+    if len(classes) != 1:
+        return None
+    return Predictions(np.full(m, classes[0]), None, {"constant": int(classes[0])})
+
+
+@dataclasses.dataclass(frozen=True)
+class Svm(Probe):
+    """NeWT's SVC protocol (`biobench.probes.svm`)."""
+
+    min_train: int = 10
+    """Below this many training examples: a plain linear SVC instead of the search."""
+    min_per_class: int = 0
+    """Also fall back when some class has fewer examples than this (the search's 5 folds need 5)."""
+
+    parallel: ClassVar[bool] = True
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import svm
+
+        pred, params = svm.fit_predict(x_train, y_train, x_test, seed=seed, min_train=self.min_train, min_per_class=self.min_per_class)
+        return Predictions(pred, None, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ridge(Probe):
+    """One-vs-rest ridge classifier with alpha chosen by cross-validation (`biobench.probes.ridge`)."""
+
+    class_weight: Literal["balanced"] | None = None
+    """'balanced' weights classes inversely to their frequency (plankton, Pl@ntNet)."""
+    scoring: Literal["accuracy", "macro_f1"] = "accuracy"
+    """What the CV maximises."""
+    standardize: bool = True
+    """Standardise features first (the seed's StandardScaler)."""
+    log2_alpha: tuple[int, int] = (-15, 5)
+    """Alpha grid 2 ** arange(lo, hi)."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import ridge
+
+        constant = _constant(y_train, len(x_test))
+        if constant is not None:
+            return constant
+        # GridSearchCV's 5 stratified folds run (with a warning) while some class has 5
+        # examples; with fewer everywhere, as many folds as the largest class allows, and
+        # with one example per class no search (the grid's first alpha).
+        n_folds = min(5, int(np.unique(y_train, return_counts=True)[1].max()))
+        n_folds = n_folds if n_folds >= 2 else 1
+        clf = ridge.fit(
+            x_train, y_train, alphas=ridge.default_alphas(*self.log2_alpha), standardize=self.standardize,
+            class_weight=self.class_weight, scoring=self.scoring, n_folds=n_folds, device=device,
+        )  # fmt: skip
+        return Predictions(clf.predict(x_test), None, {"alpha": clf.alpha, "cv_folds": n_folds})
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleShot(Probe):
+    """Centre on the training mean, L2-normalise, nearest centroid (`biobench.probes.simpleshot`)."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import simpleshot
+
+        return Predictions(simpleshot.fit_predict(x_train, y_train, x_test, device=device))
+
+
+@dataclasses.dataclass(frozen=True)
+class Knn(Probe):
+    """Majority label of the k nearest training examples (`biobench.probes.knn`)."""
+
+    k: int = 1
+    """Neighbours that vote."""
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    """Distance."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import knn
+
+        return Predictions(knn.fit_predict(x_train, y_train, x_test, k=self.k, metric=self.metric, device=device))
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaveOneOutKnn(Knn):
+    """Re-identification: each example gets the label of its nearest OTHER example(s)."""
+
+    leave_one_out: ClassVar[bool] = True
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import knn
+
+        _same_rows(x_train, x_test)
+        return Predictions(knn.leave_one_out(x_train, y_train, k=self.k, metric=self.metric, device=device))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExemplarSvm(Probe):
+    """Leopard's exemplar SVMs: each example's label is that of the other example its SVM ranks first."""
+
+    c: float = 0.1
+    """LinearSVC's C."""
+    n_iter: int = 100
+    """Solver steps."""
+
+    leave_one_out: ClassVar[bool] = True
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import exemplar_svm
+
+        _same_rows(x_train, x_test)
+        best = exemplar_svm.best_matches(x_train, c=self.c, n_iter=self.n_iter, device=device)
+        return Predictions(np.asarray(y_train)[best], None, {"c": self.c})
+
+
+@dataclasses.dataclass(frozen=True)
+class Logistic(Probe):
+    """L2-regularised logistic regression (`biobench.probes.logistic`); scores are class probabilities."""
+
+    c: float = 1.0
+    """Inverse regularisation strength, as scikit-learn's C."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import logistic
+
+        constant = _constant(y_train, len(x_test))
+        if constant is not None:
+            return constant
+        model = logistic.fit(x_train, y_train, c=self.c, device=device)
+        return Predictions(model.predict(x_test), model.predict_proba(x_test), {"c": self.c})
+
+
+@dataclasses.dataclass(frozen=True)
+class Mlp(Probe):
+    """Multi-label MLP (`biobench.probes.mlp`): y is (n, k) multi-hot; scores are per-trait probabilities."""
+
+    hidden: int = 512
+    """Hidden layer width."""
+    epochs: int = 100
+    """Passes over the training set."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    threshold: float = 0.5
+    """A trait is predicted present when its probability exceeds this."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import mlp
+
+        cfg = mlp.MlpConfig(hidden=self.hidden, epochs=self.epochs, lr=self.lr, threshold=self.threshold)
+        labels, prob = mlp.fit_predict(x_train, y_train, x_test, seed=seed, cfg=cfg, device=device)
+        return Predictions(labels, prob, {"hidden": self.hidden, "epochs": self.epochs, "lr": self.lr})
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridDetector(Probe):
+    """The HDR challenge's P(hybrid) probes (standardise, then 'svc' or 'sgd'; classes balanced).
+
+    Labels are 1 = hybrid; scores are P(hybrid), what the challenge ranks.
+    """
+
+    kind: Literal["svc", "sgd"] = "svc"
+    """'svc': RBF SVC with Platt probabilities; 'sgd': logistic regression by SGD."""
+    where: str = "training sample"
+    """Names the training set in error messages."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.challenge import classifier
+
+        clf = classifier.fit(self.kind, x_train, y_train, seed=seed, where=self.where)
+        p = classifier.hybrid_probability(clf, x_test)
+        return Predictions((p > 0.5).astype(np.int64), p, {"classifier": self.kind})
+
+
+def _same_rows(x_train: np.ndarray, x_test: np.ndarray) -> None:
+    if x_train is not x_test and (x_train.shape != x_test.shape or not np.array_equal(x_train, x_test)):
+        raise ValueError("A leave-one-out probe needs x_test to be x_train (every example is a query against the others).")
+
+
+__all__ = [
+    "ExemplarSvm", "HybridDetector", "Knn", "LeaveOneOutKnn", "Logistic", "Mlp", "Predictions", "Probe", "Ridge",
+    "SimpleShot", "Svm",
+]  # fmt: skip

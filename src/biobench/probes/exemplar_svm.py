@@ -125,9 +125,7 @@ def best_matches(
     return torch.cat(out).cpu().numpy()
 
 
-def leave_one_out(
-    x: Float[np.ndarray, "n d"], y: np.ndarray, **kwargs
-) -> Float[np.ndarray, " n"]:
+def leave_one_out(x: Float[np.ndarray, "n d"], y: np.ndarray, **kwargs) -> Float[np.ndarray, " n"]:
     """1.0 where an example's best non-self match has its label (individual), else 0.0."""
     y = np.asarray(y)
     return (y[best_matches(x, **kwargs)] == y).astype(np.float64)

@@ -75,29 +75,17 @@ def _vote(labels_of_neighbours: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def fit_predict(
-    x_train: Float[np.ndarray, "n d"],
-    y_train: Int[np.ndarray, " n"],
-    x_test: Float[np.ndarray, "m d"],
-    *,
-    k: int = 1,
-    metric: Metric = "cosine",
-    device: str | torch.device = "cpu",
+    x_train: Float[np.ndarray, "n d"], y_train: Int[np.ndarray, " n"], x_test: Float[np.ndarray, "m d"], *, k: int = 1, **options
 ) -> Int[np.ndarray, " m"]:
-    """Majority label of the k nearest training examples."""
+    """Majority label of the k nearest training examples; `options` go to `neighbours` (metric, exclude_self, device).
+
+    With `exclude_self=True`, x_test is x_train and no example is its own neighbour (leave-one-out).
+    """
     y_train = np.asarray(y_train)
-    idx, _ = neighbours(x_test, x_train, k, metric=metric, device=device)
+    idx, _ = neighbours(x_test, x_train, k, **options)
     return _vote(y_train[idx], np.unique(y_train))
 
 
-def leave_one_out(
-    x: Float[np.ndarray, "n d"],
-    y: Int[np.ndarray, " n"],
-    *,
-    k: int = 1,
-    metric: Metric = "cosine",
-    device: str | torch.device = "cpu",
-) -> Int[np.ndarray, " n"]:
+def leave_one_out(x: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], **options) -> Int[np.ndarray, " n"]:
     """Predicted label of every example from its k nearest OTHER examples (re-identification)."""
-    y = np.asarray(y)
-    idx, _ = neighbours(x, x, k, metric=metric, exclude_self=True, device=device)
-    return _vote(y[idx], np.unique(y))
+    return fit_predict(x, y, x, exclude_self=True, **options)

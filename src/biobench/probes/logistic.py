@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
+from biobench.probes import labels
+
 
 @dataclasses.dataclass(frozen=True)
 class LogisticModel:
@@ -50,12 +52,7 @@ def fit(
     device: str | torch.device = "cpu",
 ) -> LogisticModel:
     """Fit by full-batch L-BFGS with a strong-Wolfe line search, in float64."""
-    y = np.asarray(y)
-    if len(y) != len(x):
-        raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels.")
-    classes, codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"Logistic regression needs at least two classes; got {classes.tolist()}.")
+    classes, codes = labels.encode(x, y, "Logistic regression")
     xt = torch.as_tensor(np.asarray(x), device=device).to(torch.float64)
     target = torch.as_tensor(codes, device=xt.device)
     k = 1 if len(classes) == 2 else len(classes)

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
+from biobench.probes import labels
+
 _ROW_CHUNK = 16_384
 
 
@@ -281,11 +283,7 @@ def fit(
         raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}.")
     alphas = default_alphas() if alphas is None else np.asarray(alphas, dtype=np.float64)
     y = np.asarray(y)
-    if len(y) != len(x):
-        raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels.")
-    classes, codes_np = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"A ridge classifier needs at least two classes; got {classes.tolist()}.")
+    classes, codes_np = labels.encode(x, y, "A ridge classifier")
     xt = _as_tensor(x, device)
     codes = torch.as_tensor(codes_np, device=xt.device)
     n_classes = len(classes)

@@ -111,8 +111,15 @@ def fit_predict(
     x_test: Float[np.ndarray, "m d"],
     *,
     seed: int,
+    min_train: int = MIN_SEARCH_TRAIN,
+    min_per_class: int = 0,
 ) -> tuple[Int[np.ndarray, " m"], dict]:
-    """Fit the NeWT SVM protocol and predict `x_test`. Returns (predictions, chosen hyper-parameters)."""
+    """Fit the NeWT SVM protocol and predict `x_test`. Returns (predictions, chosen hyper-parameters).
+
+    The small-data fallback, a plain linear SVC (C = 1) on the features as given, replaces
+    the search when there are fewer than `min_train` training examples or some class has
+    fewer than `min_per_class` (the search's stratified folds need one of each per fold).
+    """
     import sklearn.pipeline
     import sklearn.preprocessing
     import sklearn.svm
@@ -122,7 +129,7 @@ def fit_predict(
     classes = np.unique(y_train)
     if len(classes) == 1:
         return np.full(len(x_test), classes[0]), {"constant": int(classes[0])}
-    if len(y_train) < MIN_SEARCH_TRAIN:
+    if len(y_train) < min_train or np.unique(y_train, return_counts=True)[1].min() < min_per_class:
         clf = sklearn.svm.SVC(kernel="linear")
         clf.fit(x_train, y_train)
         return clf.predict(x_test), {"svc__kernel": "linear", "svc__C": 1.0}

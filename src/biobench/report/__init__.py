@@ -94,21 +94,23 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
         scores = [r["score"] for r in rs]
         low, high = across_seed_interval(rs)
         costs = [r.get("cost_usd") for r in rs]
-        out.append({
-            "task": task,
-            "n_train": n_train,
-            "model": model,
-            "method": method if method != "mllm" else f"mllm/{rs[0].get('prompting') or 'single'}",
-            "protocol": proto,
-            "metric": rs[0]["metric"],
-            "score": statistics.fmean(scores),
-            "ci_low": low,
-            "ci_high": high,
-            "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-            "n_seeds": len(rs),
-            "n_test": rs[0]["n_test"],
-            "usd_per_answer": None if None in costs else sum(costs) / sum(r["n_test"] for r in rs),
-        })
+        out.append(
+            {
+                "task": task,
+                "n_train": n_train,
+                "model": model,
+                "method": method if method != "mllm" else f"mllm/{rs[0].get('prompting') or 'single'}",
+                "protocol": proto,
+                "metric": rs[0]["metric"],
+                "score": statistics.fmean(scores),
+                "ci_low": low,
+                "ci_high": high,
+                "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "n_seeds": len(rs),
+                "n_test": rs[0]["n_test"],
+                "usd_per_answer": None if None in costs else sum(costs) / sum(r["n_test"] for r in rs),
+            }
+        )
     # -1 (all) sorts after every explicit size
     out.sort(key=lambda r: (r["task"], r["n_train"] < 0, r["n_train"], -r["score"], r["model"]))
     rank, prev = 0, None
@@ -173,9 +175,7 @@ def to_html(rows: Sequence[dict], title: str = "biobench leaderboard") -> str:
     board = leaderboard(rows)
     columns = _columns(board)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in columns)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, columns)) + "</tr>" for r in board
-    )
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, columns)) + "</tr>" for r in board)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return f"""<!doctype html>
 <html lang="en">

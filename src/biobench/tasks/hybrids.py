@@ -18,13 +18,15 @@ DIR/ref_val.csv, DIR/ref_test.csv CAMID, file_url, hybrid_stat (0/1), X, subspec
 DIR/train/<filename>, DIR/val/<filename>, DIR/test/<filename>
 ```
 
-Protocol: every image is embedded once; a probe (`biobench.challenge.classifier`:
+Protocol: every image is embedded once; a probe (`biobench.probes.HybridDetector`, i.e. `biobench.challenge.classifier`:
 standardise, then an RBF SVC with Platt probabilities or a logistic SGD, classes
 balanced) is fit on the training features and gives P(hybrid) for each image of the
 evaluation split; the score is the challenge metric (`biobench.challenge.scoring`), whose
 headline is `challenge_score`, the harmonic mean of the major, minor and mimic recalls at
 the 95%-non-hybrid-recall thresholds. With `n_train >= 0` the training set is a seeded
-class-balanced sample. Every leaderboard metric gets a 95% bootstrap interval.
+class-balanced sample. Every leaderboard metric gets a 95% bootstrap interval. The
+challenge metric needs the scores of the whole reference at once, so this task brings
+its own `evaluate` (the spec's escape hatch) instead of a `Metric`.
 """
 
 from __future__ import annotations
@@ -43,10 +45,16 @@ from jaxtyping import Float
 from biobench import fixtures, stats
 from biobench.challenge import scoring
 from biobench.challenge.data import read_training_csv
+from biobench.download import Resource
 from biobench.errors import DataError
+from biobench.evaluation import EvalContext, TaskReport
+from biobench.examples import Examples, one_per_image
 from biobench.images import ImageSet
-from biobench.sampling import balanced_sample, task_rng
-from biobench.tasks.base import EvalContext, TaskReport
+from biobench.layouts import missing_data
+from biobench.probes import HybridDetector
+from biobench.sampling import training_rows
+from biobench.tasks import register_task
+from biobench.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +85,7 @@ CSV_URLS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Options:
     """Hybrids options, from the config file's `[hybrids]` table."""
 
     data: Path
@@ -88,52 +96,41 @@ class Config:
     """Probe giving P(hybrid): 'svc' (RBF SVC, Platt probabilities) or 'sgd' (logistic regression by SGD)."""
 
 
-def image_set(cfg: Config) -> ImageSet:
-    """Training images then evaluation images; table columns: split, filename, label, group (null for train)."""
+def read(cfg: Options) -> Examples:
+    """Training images, then the evaluation split's (split 'test'); `group` is major/minor/mimic (null for train)."""
     root = Path(cfg.data)
     train_csv = root / TRAIN_CSV
     ref_csv = root / REFERENCE_CSV[cfg.eval_split]
     for path in (train_csv, ref_csv):
         if not path.is_file():
-            raise DataError(
-                f"Hybrids file not found: {path}. Download the data with `biobench download hybrids --dir {root}` "
-                f"or write a small test copy with `biobench fixture hybrids --dir {root}`."
-            )
+            raise missing_data(NAME, root, path)
     train = read_training_csv(train_csv)
     ref = scoring.read_reference(ref_csv)
     n_train = train.height
-    table = pl.DataFrame(
-        {
-            "split": ["train"] * n_train + [cfg.eval_split] * len(ref.filenames),
-            "filename": [*train["filename"].to_list(), *ref.filenames],
-            "label": np.concatenate([train["label"].to_numpy(), ref.labels]).astype(np.int8),
-            "group": [None] * n_train + [scoring.GROUPS[g] for g in ref.groups],
-        },
-        schema={"split": pl.Utf8, "filename": pl.Utf8, "label": pl.Int8, "group": pl.Utf8},
-    )
-    ids = [f"{s}/{f}" for s, f in zip(table["split"], table["filename"])]
-    paths = [root / s / f for s, f in zip(table["split"], table["filename"])]
-    return ImageSet(NAME, ids, paths, table=table)
+    folders = ["train"] * n_train + [cfg.eval_split] * len(ref.filenames)
+    filenames = [*train["filename"].to_list(), *ref.filenames]
+    ids = [f"{s}/{f}" for s, f in zip(folders, filenames)]
+    images = ImageSet(NAME, ids, [root / s / f for s, f in zip(folders, filenames)])
+    labels = np.concatenate([train["label"].to_numpy(), ref.labels]).astype(np.int64)
+    columns = {"group": [None] * n_train + [scoring.GROUPS[g] for g in ref.groups], "filename": filenames}
+    return one_per_image(images, labels, ["train"] * n_train + ["test"] * len(ref.filenames), columns=columns, info=("filename",))
 
 
-def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
-    from biobench.challenge import classifier
-
-    table = images.table if images.table is not None else image_set(cfg).table
-    assert table is not None
-    x = np.asarray(features, dtype=np.float64)
-    labels = table["label"].to_numpy().astype(int)
-    is_train = (table["split"] == "train").to_numpy()
-    train_rows = np.flatnonzero(is_train)
-    test_rows = np.flatnonzero(~is_train)
-    train_rows = train_rows[balanced_sample(labels[train_rows], ctx.n_train, task_rng(ctx.seed, NAME))]
+def evaluate(cfg: Options, examples: Examples, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
+    """P(hybrid) from the probe, then every leaderboard metric with a stratified bootstrap interval."""
+    table = examples.table
+    x = np.asarray(features, dtype=np.float64)[table["image"].to_numpy()]
+    labels = examples.labels()
+    split = table["split"].to_numpy()
+    train_rows = training_rows(labels, np.flatnonzero(split == "train"), ctx.n_train, ctx.seed, NAME)
+    test_rows = np.flatnonzero(split == "test")
 
     start = time.perf_counter()
-    clf = classifier.fit(cfg.classifier, x[train_rows], labels[train_rows], seed=ctx.seed, where=f"{NAME} training sample")
+    probe = HybridDetector(cfg.classifier, where=f"{NAME} training sample")
+    p = probe(x[train_rows], labels[train_rows], x[test_rows], seed=ctx.seed).scores
     seconds_fit = time.perf_counter() - start
 
     start = time.perf_counter()
-    p = classifier.hybrid_probability(clf, x[test_rows])
     y = labels[test_rows]
     groups = np.array([scoring.GROUPS.index(g) for g in table["group"].to_numpy()[test_rows]], dtype=np.int8)
     board, detailed = scoring.scores_from_metrics(scoring.challenge_metrics(p, y, groups))
@@ -147,11 +144,7 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         "n_test": {g: _counts(y[groups == i]) for i, g in enumerate(scoring.GROUPS)},
     }
     filenames = table["filename"].to_numpy()[test_rows]
-    ids = [images.ids[i] for i in test_rows]
-    info = [
-        {"filename": str(f), "label": int(label), "group": scoring.GROUPS[g]}
-        for f, label, g in zip(filenames, y, groups)
-    ]
+    info = [{"filename": str(f), "label": int(label), "group": scoring.GROUPS[g]} for f, label, g in zip(filenames, y, groups)]
     low, high = intervals["challenge_score"]
     return TaskReport(
         metric="challenge_score",
@@ -159,7 +152,7 @@ def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], 
         ci_low=low,
         ci_high=high,
         n_train_actual=len(train_rows),
-        example_ids=ids,
+        example_ids=table["id"].to_numpy()[test_rows].tolist(),
         example_scores=p,
         example_info=info,
         sub_scores=sub_scores,
@@ -263,8 +256,9 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
         name, fmt = _fixture_name("train", i, cam)
         md5 = _save(fixtures.draw(rng, _STYLE, label, strength=strength), root / "train" / name, fmt)
         record = 1748277 + i % 3
-        rows.append([cam, f"https://zenodo.org/record/{record}/files/{cam}_d.JPG", label, "train",
-                     f"https://zenodo.org/record/{record}", md5, name])
+        rows.append(
+            [cam, f"https://zenodo.org/record/{record}/files/{cam}_d.JPG", label, "train", f"https://zenodo.org/record/{record}", md5, name]
+        )
     if shuffle_labels:
         perm = rng.permutation(len(rows))
         shuffled = [rows[j][2] for j in perm]
@@ -272,10 +266,15 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
             r[2] = label
     train = [
         {
-            "CAMID": cam, "file_url": url, "hybrid_stat": "hybrid" if label else "non-hybrid", "split": "train",
-            "zenodo_link": link, "md5": md5,
+            "CAMID": cam,
+            "file_url": url,
+            "hybrid_stat": "hybrid" if label else "non-hybrid",
+            "split": "train",
+            "zenodo_link": link,
+            "md5": md5,
             "subspecies": None if label else ("8.0", "9.0", "2.0", "7.0")[k % 4],
-            "parent_subspecies_1": "8.0" if label else None, "parent_subspecies_2": "9.0" if label else None,
+            "parent_subspecies_1": "8.0" if label else None,
+            "parent_subspecies_2": "9.0" if label else None,
             "filename": name,
         }
         for k, (cam, url, label, _, link, md5, name) in enumerate(rows)
@@ -291,11 +290,17 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
                 cam, x = f"F{next(camid)}", next(x_counter)
                 name, fmt = _fixture_name(split, len(ref_rows) + len(group_rows), f"{x}_{cam}_d")
                 _save(fixtures.draw(rng, _STYLE, label, strength=strength), root / split / name, fmt)
-                group_rows.append({
-                    "CAMID": cam, "file_url": f"https://zenodo.org/record/2555086/files/{cam}_d.JPG",
-                    "hybrid_stat": label, "X": x, "subspecies_ref": _SUBSPECIES[group][2 if label else len(group_rows) % 2],
-                    "filename": name, "ssp_indicator": group,
-                })
+                group_rows.append(
+                    {
+                        "CAMID": cam,
+                        "file_url": f"https://zenodo.org/record/2555086/files/{cam}_d.JPG",
+                        "hybrid_stat": label,
+                        "X": x,
+                        "subspecies_ref": _SUBSPECIES[group][2 if label else len(group_rows) % 2],
+                        "filename": name,
+                        "ssp_indicator": group,
+                    }
+                )
             if shuffle_labels:
                 shuffled = [group_rows[j]["hybrid_stat"] for j in rng.permutation(len(group_rows))]
                 for r, label in zip(group_rows, shuffled):
@@ -310,8 +315,12 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
 ############
 
 
-def download(root: Path, *, csv_urls: dict[str, str] | None = None) -> None:
-    """Fetch the challenge's CSVs (GitHub) and every image they list (Zenodo) into `root`.
+RESOURCES = tuple(Resource(url, name, None, (name,), extract=False) for name, url in CSV_URLS.items())
+"""The challenge's CSVs (GitHub); `download_images` then fetches every image they list."""
+
+
+def download_images(root: Path) -> None:
+    """Fetch every image the CSVs list (Zenodo) into `root`/<split>/<filename>.
 
     Training images are md5-checked against the CSV; reference images have no published
     checksum. Files already present are kept, so an interrupted download resumes. The
@@ -321,9 +330,6 @@ def download(root: Path, *, csv_urls: dict[str, str] | None = None) -> None:
     from biobench import download as dl
 
     root = Path(root)
-    urls = {**CSV_URLS, **(csv_urls or {})}
-    for name, url in urls.items():
-        dl.fetch(url, root / name, desc=name)
     train = read_training_csv(root / TRAIN_CSV)
     jobs = [("train", f, u, m) for f, u, m in zip(train["filename"], train["file_url"], train["md5"])]
     for split, csv_name in REFERENCE_CSV.items():
@@ -348,4 +354,10 @@ def download(root: Path, *, csv_urls: dict[str, str] | None = None) -> None:
         per_file.setLevel(level)
     if failed:
         shown = "\n  ".join(failed[:5])
-        raise DataError(f"{len(failed)} of {len(jobs)} hybrids images failed to download, e.g.\n  {shown}\nRerun the same command to retry them.")
+        raise DataError(
+            f"{len(failed)} of {len(jobs)} hybrids images failed to download, e.g.\n  {shown}\nRerun the same command to retry them."
+        )
+
+
+SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES,
+                              download=download_images, probe=lambda cfg: HybridDetector(cfg.classifier), evaluate=evaluate))  # fmt: skip

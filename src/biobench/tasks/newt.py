@@ -20,6 +20,12 @@ seeded class-balanced sample of `n_train` images. The score is accuracy pooled o
 all test images of all included tasks, with a bootstrap 95% interval; sub-scores give
 accuracy per cluster, subcluster and task.
 
+The recipe: `read` (the labels CSV as `Examples`, one sub-task per NeWT task), the SVM
+probe, `("l2", "centre", "l2")` preprocessing, accuracy; the routes do the rest. The
+MLLM route asks each task as "'A' or 'B'?" with class names from `newt_classnames`
+through each row's `text_label` (the seeds used the table's raw keys in dictionary
+order, so the names in the prompt and the 0/1 labels could disagree).
+
 Tasks can be filtered in the config's `[newt]` table (`tasks`, `include_clusters`,
 `include_subclusters`, `exclude_*`): a task is kept when it matches any include filter
 (or there are none) and no exclude filter; exclusion wins.
@@ -29,19 +35,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from jaxtyping import Float, Int
 
-from biobench import fixtures, stats
+from biobench import fixtures
+from biobench.download import Resource
 from biobench.errors import DataError
+from biobench.examples import Examples
 from biobench.images import ImageSet
-from biobench.sampling import balanced_sample, task_rng
-from biobench.tasks.base import EvalContext, TaskReport
+from biobench.layouts import missing_data, tables
+from biobench.probes import Svm
+from biobench.tasks import register_task
+from biobench.tasks.newt_classnames import CLASSNAMES
+from biobench.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ LABELS_MD5 = "4cb26d0ee085904887b1ca14dcb893e7"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Options:
     """NeWT options, from the config file's `[newt]` table."""
 
     data: Path
@@ -84,7 +92,7 @@ class Config:
     """Never run tasks in these subclusters."""
 
 
-def include_task(cfg: Config, task: str, cluster: str, subcluster: str | None) -> bool:
+def include_task(cfg: Options, task: str, cluster: str, subcluster: str | None) -> bool:
     """Whether the filters keep `task`: exclusion wins; with no include filter everything is included."""
     if task in cfg.exclude_tasks or cluster in cfg.exclude_clusters:
         return False
@@ -92,45 +100,29 @@ def include_task(cfg: Config, task: str, cluster: str, subcluster: str | None) -
         return False
     if not (cfg.tasks or cfg.include_clusters or cfg.include_subclusters):
         return True
-    return (
-        task in cfg.tasks
-        or cluster in cfg.include_clusters
-        or bool(subcluster and subcluster in cfg.include_subclusters)
-    )
+    return task in cfg.tasks or cluster in cfg.include_clusters or bool(subcluster and subcluster in cfg.include_subclusters)
 
 
-def read_labels(cfg: Config) -> pl.DataFrame:
-    """The labels CSV, validated, keeping the rows of tasks that pass the filters (in file order)."""
+def read_labels(cfg: Options, task: str = NAME) -> pl.DataFrame:
+    """The labels CSV, validated, keeping the rows of tasks that pass the filters (in file order).
+
+    `task` names the task reading it (Ages reads NeWT's files) in error messages.
+    """
     path = Path(cfg.data) / LABELS_CSV
     if not path.is_file():
-        raise DataError(
-            f"NeWT labels not found: {path}. Download NeWT with `biobench download newt --dir {cfg.data}` "
-            f"or write a small test copy with `biobench fixture newt --dir {cfg.data}`."
-        )
+        raise missing_data(task, Path(cfg.data), path)
     try:
         df = pl.read_csv(path, schema_overrides={"id": pl.Utf8, "task_subcluster": pl.Utf8, "split": pl.Utf8})
     except Exception as err:
         raise DataError(f"Cannot parse {path}: {err}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}.")
+    tables.require_columns(task, df, path, REQUIRED_COLUMNS)
     df = df.with_columns(pl.col("task_subcluster").fill_null(""))
-    bad_label = df.filter(~pl.col("label").is_in([0, 1]))
-    if bad_label.height:
-        row = bad_label.row(0, named=True)
-        raise DataError(f"{path}: label must be 0 or 1; image {row['id']} has {row['label']!r}.")
-    bad_split = df.filter(~pl.col("split").is_in(["train", "test"]))
-    if bad_split.height:
-        row = bad_split.row(0, named=True)
-        raise DataError(f"{path}: split must be train or test; image {row['id']} has {row['split']!r}.")
-    dupes = df.filter(pl.col("id").is_duplicated())
-    if dupes.height:
-        raise DataError(f"{path}: image id {dupes['id'][0]} appears {dupes.height} times; ids must be unique.")
+    tables.require_values(task, df, path, "label", (0, 1), item="id")
+    tables.require_values(task, df, path, "split", ("train", "test"), item="id")
+    tables.require_unique(task, df, path, "id", what="image id")
 
     groups = df.group_by("task").agg(pl.col("task_cluster").first(), pl.col("task_subcluster").first())
-    keep = {
-        t for t, c, s in groups.iter_rows() if include_task(cfg, t, c, s or None)
-    }
+    keep = {t for t, c, s in groups.iter_rows() if include_task(cfg, t, c, s or None)}
     unknown = [t for t in cfg.tasks if t not in set(groups["task"])]
     if unknown:
         logger.warning("[newt] tasks not in %s: %s", path, ", ".join(unknown))
@@ -139,126 +131,37 @@ def read_labels(cfg: Config) -> pl.DataFrame:
     return df.filter(pl.col("task").is_in(sorted(keep)))
 
 
-def image_set(cfg: Config) -> ImageSet:
+def class_names(task: str, text_labels: dict[int, str]) -> tuple[str, str]:
+    """Prompt names of classes 0 and 1 of `task`, given each label's text_label."""
+    table = CLASSNAMES.get(task, {})
+    names = tuple(table.get(text_labels[i]) or text_labels[i].replace("_", " ") for i in (0, 1))
+    if names[0] == names[1]:
+        names = (f"{names[0]} (0)", f"{names[1]} (1)")
+    return names  # type: ignore[return-value]
+
+
+def read(cfg: Options) -> Examples:
+    """One example per image; a sub-task per NeWT task, with its cluster and subcluster."""
     df = read_labels(cfg)
     root = Path(cfg.data) / IMAGES_DIR
     ids = df["id"].to_list()
-    return ImageSet(NAME, ids, [root / f"{i}.jpg" for i in ids], table=df)
-
-
-def l2_normalize(x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def _fit_one(
-    x_train: Float[np.ndarray, "n d"], y_train: Int[np.ndarray, " n"], x_test: Float[np.ndarray, "m d"], seed: int
-) -> tuple[np.ndarray, dict]:
-    from biobench.probes import svm  # scikit-learn loads only when a probe is fit
-
-    x_train, x_test = centre_on_train(x_train, x_test)
-    return svm.fit_predict(x_train, y_train, x_test, seed=seed)
-
-
-def centre_on_train(
-    x_train: Float[np.ndarray, "n d"], x_test: Float[np.ndarray, "m d"]
-) -> tuple[Float[np.ndarray, "n d"], Float[np.ndarray, "m d"]]:
-    """The protocol's per-task step: subtract the training mean, then L2-normalise both sets."""
-    mean = x_train.mean(axis=0, keepdims=True)
-    return l2_normalize(x_train - mean), l2_normalize(x_test - mean)
-
-
-def evaluate(cfg: Config, images: ImageSet, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
-    df = images.table if images.table is not None else read_labels(cfg)
-    x = l2_normalize(np.asarray(features, dtype=np.float64))
-    labels = df["label"].to_numpy()
-    is_train = (df["split"] == "train").to_numpy()
-    tasks = df["task"].to_numpy()
-
-    jobs, meta = [], []
-    for task in sorted(set(tasks)):
-        rows = np.flatnonzero(tasks == task)
-        train, test = rows[is_train[rows]], rows[~is_train[rows]]
-        if len(test) == 0 or len(train) == 0:
-            logger.warning("NeWT task %s has %d train and %d test images; skipped.", task, len(train), len(test))
-            continue
-        train = train[balanced_sample(labels[train], ctx.n_train, task_rng(ctx.seed, task))]
-        jobs.append((x[train], labels[train], x[test], ctx.seed))
-        first = df.row(int(rows[0]), named=True)
-        meta.append((task, first["task_cluster"], first["task_subcluster"], train, test))
-
-    import joblib
-
-    start = time.perf_counter()
-    n_jobs = min(ctx.n_jobs, len(jobs))
-    outputs = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_fit_one)(*job) for job in jobs)
-    seconds_fit = time.perf_counter() - start
-
-    start = time.perf_counter()
-    ids, scores, info, task_meta = [], [], [], {}
-    for (task, cluster, subcluster, train, test), (pred, params) in zip(meta, outputs):
-        scores.append((pred == labels[test]).astype(np.float64))
-        ids.extend(df["id"][test].to_list())
-        info.extend(
-            {"task": task, "cluster": cluster, "subcluster": subcluster or None, "label": int(y), "pred": int(p)}
-            for y, p in zip(labels[test], pred)
-        )
-        task_meta[task] = {"n_train": int(len(train)), "params": params}
-    return accuracy_report(
-        ids,
-        np.concatenate(scores),
-        info,
-        ctx,
-        n_train_actual=max(m["n_train"] for m in task_meta.values()),
-        task_meta=task_meta,
-        seconds_fit=seconds_fit,
-        started=start,
-    )
-
-
-def accuracy_report(
-    ids: list[str],
-    scores: Float[np.ndarray, " n"],
-    info: list[dict],
-    ctx: EvalContext,
-    *,
-    n_train_actual: int,
-    task_meta: dict[str, dict] | None = None,
-    seconds_fit: float,
-    started: float,
-    **extra,
-) -> TaskReport:
-    """NeWT's score, shared by the probe and MLLM routes: accuracy pooled over every test
-    image with a plain bootstrap interval, and sub-scores per cluster, subcluster and task
-    (each `info` row names its task, cluster and subcluster; `task_meta` adds per-task details)."""
-    per: dict[str, dict[str, list[float]]] = {"cluster": defaultdict(list), "subcluster": defaultdict(list), "task": defaultdict(list)}
-    for row, score in zip(info, scores, strict=True):
-        per["cluster"][row["cluster"]].append(score)
-        per["subcluster"][row["subcluster"] or "(none)"].append(score)
-        per["task"][row["task"]].append(score)
-    task_meta = task_meta or {}
-    sub_scores = {
-        level: {
-            name: {"accuracy": float(np.mean(parts)), "n_test": len(parts)} | (task_meta.get(name, {}) if level == "task" else {})
-            for name, parts in sorted(groups.items())
-        }
-        for level, groups in per.items()
-    }
-    ci = stats.mean_ci(scores, n_resamples=ctx.n_bootstrap, seed=ctx.seed)
-    return TaskReport(
-        metric="accuracy",
-        score=ci.estimate,
-        ci_low=ci.low,
-        ci_high=ci.high,
-        n_train_actual=n_train_actual,
-        example_ids=ids,
-        example_scores=scores,
-        example_info=info,
-        sub_scores=sub_scores,
-        seconds_fit=seconds_fit,
-        seconds_score=time.perf_counter() - started,
-        **extra,
-    )
+    images = ImageSet(NAME, ids, [root / f"{i}.jpg" for i in ids])
+    classnames = {}
+    if "text_label" in df.columns:  # MLLM prompts name the classes
+        for (task,), rows in df.group_by("task"):
+            texts = {int(label): str(t) for label, t in rows.select("label", "text_label").unique().iter_rows()}
+            if set(texts) == {0, 1}:
+                classnames[task] = class_names(task, texts)
+    table = pl.DataFrame({
+        "id": ids,
+        "image": np.arange(len(ids)),
+        "label": df["label"].cast(pl.Int64),
+        "split": df["split"],
+        "subtask": df["task"],
+        "cluster": df["task_cluster"],
+        "subcluster": df["task_subcluster"],
+    })  # fmt: skip
+    return Examples(images, table, classnames, info=("cluster", "subcluster"), subtask_label="task")
 
 
 ############
@@ -314,46 +217,25 @@ def make_fixture(
     df.write_csv(root / LABELS_CSV)
 
 
-########
-# MLLM #
-########
-
-
-def evaluate_mllm(cfg: Config, client, ctx: EvalContext) -> TaskReport:
-    """NeWT answered by a multimodal LLM with `ctx.n_train` in-context examples (see `biobench.tasks.newt_mllm`)."""
-    from biobench.tasks import newt_mllm
-
-    return newt_mllm.evaluate(cfg, client, ctx)
-
-
 ############
 # Download #
 ############
 
 
-def download(
-    root: Path,
-    *,
-    labels_url: str = LABELS_URL,
-    images_url: str = IMAGES_URL,
-    labels_md5: str | None = LABELS_MD5,
-    images_md5: str | None = IMAGES_MD5,
-) -> None:
-    """Fetch NeWT (labels ~1 MB, images ~4.1 GB), verify the published md5 sums and unpack into `root`.
+RESOURCES = (
+    Resource(LABELS_URL, "newt2021_labels.csv.tar.gz", LABELS_MD5, (LABELS_CSV,)),
+    Resource(IMAGES_URL, "newt2021_images.tar.gz", IMAGES_MD5, (f"{IMAGES_DIR}/*.jpg",)),
+)
+"""Labels ~1 MB, images ~4.1 GB, with the published md5 sums."""
 
-    Interrupted downloads resume when the command is run again.
-    """
-    from biobench import download as dl
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    labels_tar = dl.fetch(labels_url, root / "newt2021_labels.csv.tar.gz", md5=labels_md5, desc="NeWT labels")
-    dl.extract(labels_tar, root, desc="extract NeWT labels")
-    images_tar = dl.fetch(images_url, root / "newt2021_images.tar.gz", md5=images_md5, desc="NeWT images")
-    dl.extract(images_tar, root, desc="extract NeWT images")
-    n_rows = pl.read_csv(root / LABELS_CSV, columns=["id"]).height
-    n_images = sum(1 for _ in (root / IMAGES_DIR).glob("*.jpg"))
+def check_download(root: Path) -> None:
+    """After unpacking: every labelled image is there."""
+    n_rows = pl.read_csv(Path(root) / LABELS_CSV, columns=["id"]).height
+    n_images = sum(1 for _ in (Path(root) / IMAGES_DIR).glob("*.jpg"))
     if n_images < n_rows:
         raise DataError(f"NeWT in {root}: {n_rows} labelled images but only {n_images} files; rerun the download.")
-    for archive in (labels_tar, images_tar):
-        archive.unlink()
+
+
+SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES, download=check_download,
+                              probe=Svm(min_train=10), preprocess=("l2", "centre", "l2"), routes=("probe", "mllm")))  # fmt: skip

@@ -10,6 +10,7 @@ back to its text label with underscores as spaces.
 
 from __future__ import annotations
 
+# fmt: off
 CLASSNAMES: dict[str, dict[str, str]] = {
     'fgvcx_plant_pathology_healthy_vs_sick': {'healthy': 'healthy plant', 'sick': 'sick plant'},
     'fgvcx_icassava_healthy_vs_sick': {'healthy': 'healthy cassava leaf', 'sick': 'sick cassava leaf'},
@@ -176,3 +177,4 @@ CLASSNAMES: dict[str, dict[str, str]] = {
     'inat_unobserved_hippolais_icterina_v_hippolais_polyglotta': {'Hippolais polyglotta': 'Hippolais polyglotta', 'Hippolais icterina': 'Hippolais icterina'},
     'inat_unobserved_cuphea_aequipetala_v_cuphea_hyssopifolia': {'Cuphea aequipetala': 'Cuphea aequipetala', 'Cuphea hyssopifolia': 'Cuphea hyssopifolia'},
 }
+# fmt: on

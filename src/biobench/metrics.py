@@ -1,0 +1,143 @@
+"""Metrics as data, and the one builder that turns predictions into a task's numbers.
+
+A `Metric` is a function of (true labels, predictions, optional bootstrap index array),
+how its bootstrap resamples (plain, stratified by class, or clustered by the examples'
+`group`), and the per-example score the store keeps. `summarize` computes, for every
+route and task, the headline score and its interval, and the sub-scores per breakdown
+level (sub-task, cluster, behaviour...) and, for multi-label metrics, per label column.
+
+Every stored prediction keeps its true and predicted label (and score), so any metric,
+and a paired comparison of two models (`stats.paired_bootstrap`), can be recomputed from
+the store later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from jaxtyping import Float
+
+from biobench import stats
+
+Resample = Literal["plain", "stratified", "clustered"]
+
+
+def correct(y_true: np.ndarray, y_pred: np.ndarray) -> Float[np.ndarray, " n"]:
+    """1.0 where the prediction is the label; for multi-label rows, the share of labels right."""
+    hit = np.asarray(y_true) == np.asarray(y_pred)
+    return hit.astype(np.float64) if hit.ndim == 1 else hit.mean(axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A headline metric: its value, its per-example score, and how its bootstrap resamples."""
+
+    name: str
+    """Stored as the experiment's `metric`, e.g. 'accuracy'."""
+    value: Callable[..., float | np.ndarray] | None = None
+    """`value(y_true, y_pred, idx=None)`; None = the mean of the per-example scores (accuracy, top-1)."""
+    resample: Resample = "plain"
+    """'plain' (examples), 'stratified' (within class: macro metrics), 'clustered' (whole groups)."""
+    example_score: Callable[[np.ndarray, np.ndarray], np.ndarray] = correct
+    """The per-example score the store keeps with each prediction."""
+    per_label: str | None = None
+    """Multi-label metrics: the sub-score level of each label column ('trait'); names from the class names."""
+
+    def __post_init__(self) -> None:
+        if self.resample == "clustered" and self.value is not None:
+            raise ValueError(f"Metric {self.name}: the clustered bootstrap is for means of per-example scores (value=None).")
+
+
+ACCURACY = Metric("accuracy")
+CLUSTERED_ACCURACY = Metric("accuracy", resample="clustered")
+"""Accuracy whose interval resamples whole groups (videos, sites): for examples that are not independent."""
+MEAN_PER_CLASS_ACCURACY = Metric("mean_per_class_accuracy", stats.mean_per_class_accuracy, "stratified")
+MACRO_F1 = Metric("macro_f1", stats.macro_f1, "stratified")
+MULTILABEL_MEAN_F1 = Metric("mean_f1", stats.multilabel_mean_f1, per_label="trait")
+TOP1 = Metric("top1", resample="clustered")
+"""Re-identification: share of queries whose best match shows the same individual, resampled by individual."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """A metric over one experiment's predictions."""
+
+    score: float
+    ci_low: float
+    ci_high: float
+    example_scores: Float[np.ndarray, " n"]
+    sub_scores: dict
+
+
+def summarize(
+    metric: Metric,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    levels: Mapping[str, Sequence] = {},
+    level_meta: Mapping[str, Mapping[str, dict]] = {},
+    headline: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    label_names: Sequence[str] = (),
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> Summary:
+    """The headline (on the `headline` rows, default all) with its interval, and sub-scores.
+
+    `levels` maps a breakdown name (e.g. 'cluster', 'task') to each row's value there (None
+    reads '(none)'); `level_meta[level][value]` adds fields to that sub-score (n_train,
+    chosen parameters). `groups` clusters rows for a clustered bootstrap.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    scores = metric.example_score(y_true, y_pred)
+    rows = np.arange(len(y_true)) if headline is None else np.flatnonzero(headline)
+    if len(rows) == 0:
+        raise ValueError("No test examples to score.")
+    ci = interval(metric, y_true[rows], y_pred[rows], scores[rows], None if groups is None else np.asarray(groups)[rows], n_bootstrap, seed)
+    sub: dict = {}
+    for level, values in levels.items():
+        by: dict[str, list[int]] = {}
+        for i, v in enumerate(values):
+            by.setdefault("(none)" if v is None or v == "" else str(v), []).append(i)
+        meta = level_meta.get(level, {})
+        sub[level] = {
+            name: {metric.name: point(metric, y_true[r], y_pred[r], scores[r]), "n_test": len(r)} | meta.get(name, {})
+            for name, r in sorted(by.items())
+        }
+    if metric.per_label is not None and y_true.ndim == 2:
+        names = list(label_names) or [str(j) for j in range(y_true.shape[1])]
+        sub[metric.per_label] = {
+            names[j]: {"f1": float(stats.macro_f1(y_true[rows, j], y_pred[rows, j], labels=np.array([1]))),
+                       "positive_rate": float(y_true[rows, j].mean())}
+            for j in range(y_true.shape[1])
+        }  # fmt: skip
+    return Summary(ci.estimate, ci.low, ci.high, scores, sub)
+
+
+def point(metric: Metric, y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray) -> float:
+    """The metric on these rows."""
+    return float(np.mean(scores)) if metric.value is None else float(metric.value(y_true, y_pred))
+
+
+def interval(
+    metric: Metric,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray | None,
+    n_bootstrap: int,
+    seed: int,
+) -> stats.Interval:
+    """The metric's point estimate and bootstrap interval, resampled as the metric says."""
+    if metric.resample == "clustered":
+        if groups is None:
+            raise ValueError(f"Metric {metric.name} resamples clusters, but the examples have no group column.")
+        return stats.cluster_mean_ci(scores, groups, n_resamples=n_bootstrap, seed=seed)
+    if metric.value is None:
+        return stats.mean_ci(scores, n_resamples=n_bootstrap, seed=seed)
+    strata = y_true if metric.resample == "stratified" else None
+    fn = metric.value
+    return stats.metric_ci(lambda idx: fn(y_true, y_pred, idx), len(y_true), n_resamples=n_bootstrap, seed=seed, strata=strata)

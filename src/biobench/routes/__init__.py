@@ -1,0 +1,102 @@
+"""The routes: one evaluation loop per kind of model, shared by every task.
+
+- `probe`: frozen image features -> preprocess -> a probe per sub-task -> metric.
+- `mllm`: the same sub-tasks and examples as prompts to a multimodal LLM.
+
+This module runs a route for one model on one task over several (n_train, seed)
+experiments and turns each `TaskReport` into the store's `Report` (key, config,
+provenance, fingerprints). Probe experiments share one embedding pass: each task's
+images are embedded (or read from the cache) once for all its n_train and seed values.
+Routes never write the database; the launcher (`biobench.runner`) does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator, Sequence
+
+from biobench import provenance
+from biobench.config import Config, Experiment
+from biobench.evaluation import EvalContext
+from biobench.examples import Examples
+from biobench.store import ExperimentKey, Report
+from biobench.tasks import get_task
+
+
+def context(cfg: Config, key: ExperimentKey, device: str) -> EvalContext:
+    """The experiment's context (n_train from its key: a task that ignores n_train is keyed at -1)."""
+    s = cfg.settings
+    return EvalContext(n_train=key.n_train, seed=key.seed, n_bootstrap=s.n_bootstrap, n_jobs=s.n_jobs, debug=s.debug, device=device)
+
+
+def data_fingerprint(image_set_fp: str, examples: Examples) -> str:
+    """A digest of the images (their cache keys) and of the examples table (labels, splits, sub-tasks)."""
+    h = hashlib.sha256(image_set_fp.encode())
+    h.update(examples.table.write_ndjson().encode())  # JSON: multi-label rows are lists
+    return h.hexdigest()
+
+
+def run_config(exp: Experiment, options, settings: dict, **route) -> dict:
+    """What a stored report records about how it was run (the route adds its own part)."""
+    return {"experiment": dataclasses.asdict(exp), "task": dataclasses.asdict(options), "settings": settings, **route}
+
+
+def probe_reports(
+    backbone, task_name: str, experiments: Sequence[Experiment], keys: Sequence[ExperimentKey], cfg: Config
+) -> Iterator[Report]:
+    """Embed the task's images once with `backbone`, then one Report per experiment as each is ready."""
+    from biobench.cache import FeatureCache
+    from biobench.embed import EmbedSettings, get_features
+    from biobench.routes import probe
+
+    s = cfg.settings
+    device = s.resolved_device()
+    spec = get_task(task_name)
+    options = cfg.task_options_for(task_name)
+    examples = spec.read(options)
+    emb = get_features(
+        backbone, examples.images, FeatureCache(s.resolved_cache_dir()), EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys)
+    )
+    data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
+    seconds_embed = emb.seconds
+    embedding = {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded}
+    for exp, key in zip(experiments, keys, strict=True):
+        result = probe.evaluate(spec, options, examples, emb.features, context(cfg, key, device))
+        yield Report(
+            key,
+            result,
+            config=run_config(exp, options, {**dataclasses.asdict(s), "device": device}, embedding=embedding),
+            provenance=provenance.provenance(device),
+            data_fingerprint=data_fp,
+            backbone_fingerprint=emb.backbone_fingerprint,
+            seconds_embed=seconds_embed,
+        )
+        seconds_embed = 0.0  # later experiments reuse the features in memory
+
+
+def mllm_reports(client, task_name: str, experiments: Sequence[Experiment], keys: Sequence[ExperimentKey], cfg: Config) -> Iterator[Report]:
+    """One Report per experiment of an MLLM on the task, as each finishes (answers cached as they arrive)."""
+    from biobench.routes import mllm
+
+    s = cfg.settings
+    spec = get_task(task_name)
+    options = cfg.task_options_for(task_name)
+    examples = spec.read(options)
+    data_fp = data_fingerprint(examples.images.fingerprint(examples.images.keys(s.cache_keys)), examples)
+    for exp, key in zip(experiments, keys, strict=True):
+        spent = client.stats.spent_usd
+        result = mllm.evaluate(spec, examples, client, context(cfg, key, "api"))
+        yield Report(
+            key,
+            result,
+            config=run_config(
+                exp,
+                options,
+                dataclasses.asdict(s),
+                mllm={"route": client.route, **dataclasses.asdict(client.spec), "spent_now_usd": client.stats.spent_usd - spent},
+            ),
+            provenance=provenance.provenance("api"),
+            data_fingerprint=data_fp,
+            prompting=exp.model.prompting,
+        )

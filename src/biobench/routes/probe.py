@@ -1,0 +1,185 @@
+"""The probe route: features -> (pool) -> per sub-task: sample n_train, preprocess, probe -> metric.
+
+Shared by every task that declares a probe. For each sub-task (or the whole task when it
+has none), the training rows are a seeded class-balanced sample of `n_train` (-1 = all;
+the generator depends only on the seed and the sub-task's name, so filtering other
+sub-tasks never changes a sample), the spec's preprocessing steps are fitted on them, the
+probe predicts the test rows, and `biobench.metrics.summarize` gives the headline, its
+interval and the sub-scores. Leave-one-out probes see every row of a sub-task as both
+gallery and query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from jaxtyping import Float
+
+from biobench import metrics, preprocess
+from biobench.errors import DataError
+from biobench.evaluation import EvalContext, TaskReport
+from biobench.examples import NO_SUBTASK, Examples
+from biobench.probes import Predictions, Probe
+from biobench.sampling import training_rows
+from biobench.tasks.spec import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+
+def pooled(examples: Examples, features: Float[np.ndarray, "n d"]) -> tuple[pl.DataFrame, np.ndarray]:
+    """One table row (the first of its images) and one feature vector per example, pooled where examples pool."""
+    table = examples.table
+    x = np.asarray(features)[table["image"].to_numpy()]
+    if examples.pool is None:
+        return table, x
+    keys = [c for c in ("subtask", "id") if c in table.columns]
+    members = table.with_row_index("_row").group_by(keys, maintain_order=True).agg(pl.col("_row"))["_row"].to_list()
+    flat = np.concatenate(members).astype(np.int64)
+    starts = np.cumsum([0] + [len(m) for m in members[:-1]])
+    if examples.pool == "mean":
+        out = np.add.reduceat(x[flat].astype(np.float64), starts, axis=0) / np.diff(np.r_[starts, len(flat)])[:, None]
+    else:
+        out = np.maximum.reduceat(x[flat], starts, axis=0)
+    return table[[int(m[0]) for m in members]], out
+
+
+def _fit(probe: Probe, steps: Sequence[str], x_train, y_train, x_test, seed: int, device: str) -> Predictions:
+    x_train, x_test = preprocess.apply(steps, x_train, x_test)
+    if probe.leave_one_out:
+        x_test = x_train
+    return probe(x_train, y_train, x_test, seed=seed, device=device)
+
+
+def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
+    """One experiment of the probe route (or the spec's own `evaluate`)."""
+    if spec.evaluate is not None:
+        return spec.evaluate(options, examples, features, ctx)
+    probe = spec.probe_for(options)
+    table, x = pooled(examples, features)
+    labels = examples.labels(table)
+    split = table["split"].to_numpy()
+    subtask = table["subtask"].to_numpy() if "subtask" in table.columns else np.full(table.height, NO_SUBTASK)
+
+    jobs, meta = [], []
+    for name in examples.subtasks:
+        rows = np.flatnonzero(subtask == name)
+        if probe.leave_one_out:
+            train = test = rows
+        else:
+            train, test = rows[split[rows] == "train"], rows[split[rows] == "test"]
+        if len(test) == 0 or len(train) == 0:
+            logger.warning("%s%s has %d train and %d test examples; skipped.", spec.name, f" {name}" if name else "", len(train), len(test))
+            continue
+        if not probe.leave_one_out:
+            train = training_rows(labels, train, ctx.n_train, ctx.seed, name or spec.name)
+        x_train = np.asarray(x[train], dtype=np.float64)
+        x_test = x_train if probe.leave_one_out else np.asarray(x[test], dtype=np.float64)
+        jobs.append((probe, spec.preprocess, x_train, labels[train], x_test, ctx.seed, ctx.device))
+        meta.append((name, train, test))
+    if not jobs:
+        raise DataError(f"{spec.name}: no sub-task has both training and test examples.")
+
+    start = time.perf_counter()
+    if probe.parallel and ctx.n_jobs > 1 and len(jobs) > 1:
+        import joblib
+
+        outputs = joblib.Parallel(n_jobs=min(ctx.n_jobs, len(jobs)))(joblib.delayed(_fit)(*job) for job in jobs)
+    else:
+        outputs = [_fit(*job) for job in jobs]
+    seconds_fit = time.perf_counter() - start
+
+    start = time.perf_counter()
+    test_rows = np.concatenate([test for _, _, test in meta])
+    y_pred = np.concatenate([np.asarray(out.labels) for out in outputs])
+    preds = [out.scores for out in outputs]
+    scores = None if any(s is None for s in preds) else np.concatenate([np.asarray(s) for s in preds])
+    subtask_meta = {name or spec.name: {"n_train": int(len(train)), "params": out.params} for (name, train, _), out in zip(meta, outputs)}
+    report = score(spec, examples, table[test_rows], labels[test_rows], y_pred, scores, ctx, subtask_meta=subtask_meta)
+    return _timed(report, seconds_fit, time.perf_counter() - start)
+
+
+def score(
+    spec: TaskSpec,
+    examples: Examples,
+    rows: pl.DataFrame,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    scores: np.ndarray | None,
+    ctx: EvalContext,
+    *,
+    subtask_meta: dict[str, dict] | None = None,
+    extra_info: Sequence[dict] | None = None,
+    n_train_actual: int | None = None,
+    **report_fields,
+) -> TaskReport:
+    """The TaskReport of test `rows` (table rows) and their predictions; shared by the probe and MLLM routes.
+
+    Each prediction's info holds its sub-task, the task's `info` columns, the true and
+    predicted label (and score); `extra_info` rows are merged in (MLLM answers).
+    """
+    has_subtasks = "subtask" in rows.columns
+    subtasks = rows["subtask"].to_list() if has_subtasks else None
+    info_cols = {c: rows[c].to_list() for c in examples.info}
+    infos = []
+    for i in range(rows.height):
+        item: dict = {}
+        if has_subtasks:
+            item[examples.subtask_label] = subtasks[i]
+        for c, values in info_cols.items():
+            item[c] = None if values[i] == "" else values[i]
+        item["label"] = _plain(y_true[i])
+        item["pred"] = _plain(y_pred[i])
+        if scores is not None:
+            item["score"] = _plain(scores[i])
+        if extra_info is not None:
+            item.update(extra_info[i])
+        infos.append(item)
+
+    levels = {c: info_cols[c] for c in examples.info}
+    if has_subtasks:
+        levels[examples.subtask_label] = subtasks
+    meta = {examples.subtask_label: subtask_meta} if has_subtasks and subtask_meta else {}
+    headline = None
+    if spec.headline is not None:
+        headline = np.asarray([s == spec.headline for s in subtasks]) if has_subtasks else None
+        if headline is None or not headline.any():
+            raise DataError(f"{spec.name}: the headline sub-task {spec.headline!r} has no test examples; check the dataset.")
+    groups = rows["group"].to_numpy() if "group" in rows.columns else None
+    summary = metrics.summarize(
+        spec.metric, y_true, y_pred, levels=levels, level_meta=meta, headline=headline, groups=groups,
+        label_names=examples.names(NO_SUBTASK) if y_true.ndim == 2 else (), n_bootstrap=ctx.n_bootstrap, seed=ctx.seed,
+    )  # fmt: skip
+    sub_scores = summary.sub_scores
+    if not has_subtasks and subtask_meta:
+        ((_, only),) = subtask_meta.items()
+        sub_scores = {**sub_scores, "probe": only}
+    if n_train_actual is None:
+        n_train_actual = max((m["n_train"] for m in (subtask_meta or {}).values()), default=0)
+    return TaskReport(
+        metric=spec.metric.name,
+        score=summary.score,
+        ci_low=summary.ci_low,
+        ci_high=summary.ci_high,
+        n_train_actual=n_train_actual,
+        example_ids=rows["id"].to_list(),
+        example_scores=summary.example_scores,
+        example_info=infos,
+        sub_scores=sub_scores,
+        **report_fields,
+    )
+
+
+def _plain(v):
+    """A JSON-friendly scalar or list."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _timed(report: TaskReport, seconds_fit: float, seconds_score: float) -> TaskReport:
+    return dataclasses.replace(report, seconds_fit=seconds_fit, seconds_score=seconds_score)

@@ -1,0 +1,101 @@
+"""The task-layer port changed no stored number: NeWT, Ages and hybrids against `regression/pre_port.json`.
+
+`pre_port.json` holds every experiment's score, interval, n_train_actual, sub-scores and
+predictions from the code before the task layer (commit 1db6cc6, via
+`tests/regression/capture.py`): pixel-stats on all three tasks and the test MLLM on NeWT
+and Ages, n_train in {all, 8}, seeds {0, 1}. The one deliberate change is Ages' probe
+protocol (version 2 fits on L2-normalised features without NeWT's per-setting centring),
+so for Ages' probe rows we check both that the port with the old preprocessing reproduces
+the old numbers and that the new protocol is what an independent computation gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biobench.evaluation import EvalContext
+from biobench.routes import probe as route
+from biobench.tasks import ages
+from tests.regression.capture import capture
+
+PRE_PORT = json.loads((Path(__file__).parent / "regression" / "pre_port.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def now(tmp_path_factory):
+    from tests.mllm_server import shared_server
+
+    server = shared_server()
+    server.state.reset()
+    return capture(tmp_path_factory.mktemp("capture"), server.url)
+
+
+def test_every_experiment_is_still_there(now):
+    assert set(now) == set(PRE_PORT) and len(now) == 20
+
+
+@pytest.mark.parametrize("key", sorted(k for k in PRE_PORT if not k.startswith("ages|cvml")))
+def test_scores_intervals_sub_scores_and_predictions_are_identical(now, key):
+    assert now[key] == PRE_PORT[key]
+
+
+def _features(spec, data: Path, cache: Path):
+    from biobench.backbones import load_vision_backbone
+    from biobench.cache import FeatureCache
+    from biobench.embed import EmbedSettings, get_features
+
+    examples = spec.read(spec.options(data=data))
+    return examples, get_features(
+        load_vision_backbone("builtin", "pixel-stats"), examples.images, FeatureCache(cache), EmbedSettings("cpu", 64, 0, "stat")
+    ).features
+
+
+@pytest.fixture(scope="module")
+def ages_features(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ages")
+    ages.make_fixture(d / "data", seed=0)
+    examples, x = _features(ages.SPEC, d / "data", d / "cache")
+    return ages.Options(data=d / "data"), examples, x
+
+
+def _as_stored(result) -> dict:
+    preds = sorted([i, float(s), info] for i, s, info in zip(result.example_ids, result.example_scores, result.example_info))
+    return json.loads(json.dumps({"score": result.score, "ci_low": result.ci_low, "ci_high": result.ci_high,
+                                  "n_train_actual": result.n_train_actual, "predictions": preds, "sub_scores": result.sub_scores}))  # fmt: skip
+
+
+@pytest.mark.parametrize("n_train, seed", [(-1, 0), (-1, 1), (8, 0), (8, 1)])
+def test_ages_with_the_old_centring_reproduces_the_old_numbers(ages_features, n_train, seed):
+    options, examples, x = ages_features
+    centred = dataclasses.replace(ages.SPEC, preprocess=("l2", "centre", "l2"))
+    got = _as_stored(route.evaluate(centred, options, examples, x, EvalContext(n_train=n_train, seed=seed, n_bootstrap=300)))
+    want = PRE_PORT[f"ages|cvml|{n_train}|{seed}"]
+    for setting in got["sub_scores"]["setting"].values():
+        assert setting.pop("n_train") <= 72  # new in version 2's sub-scores
+    for field in ("score", "ci_low", "ci_high", "n_train_actual", "predictions", "sub_scores"):
+        assert got[field] == want[field], field
+
+
+def test_ages_v2_fits_on_l2_features_without_centring(ages_features):
+    """Independent check of the new protocol: the NeWT search on L2-normalised features, per setting."""
+    from biobench.probes import svm
+
+    options, examples, x = ages_features
+    result = route.evaluate(ages.SPEC, options, examples, x, EvalContext(n_train=-1, seed=0, n_bootstrap=300))
+    assert ages.SPEC.version == 2 and ages.SPEC.preprocess == ("l2",)
+    t = examples.table
+    xl2 = x / np.linalg.norm(x, axis=1, keepdims=True)
+    rows = (t["subtask"] == ages.HEADLINE).to_numpy()
+    train = rows & (t["split"] == "train").to_numpy()
+    test = rows & (t["split"] == "test").to_numpy()
+    img, y = t["image"].to_numpy(), t["label"].to_numpy()
+    pred, _ = svm.fit_predict(xl2[img[train]].astype(np.float64), y[train], xl2[img[test]].astype(np.float64), seed=0)
+    assert result.score == pytest.approx(np.mean(pred == y[test]))
+    # On this fixture the change moves the headline from 0.417 (centred, version 1) to 0.458.
+    assert PRE_PORT["ages|cvml|-1|0"]["score"] == pytest.approx(0.4167, abs=1e-4)
+    assert result.score == pytest.approx(0.4583, abs=1e-4)
