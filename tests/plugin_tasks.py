@@ -12,14 +12,12 @@ import numpy as np
 import polars as pl
 
 from biobench import fixtures
-from biobench.examples import Examples, one_per_image
-from biobench.images import ImageSet
-from biobench.layouts import require_files
-from biobench.layouts.tables import read_csv
+from biobench.examples import Examples
+from biobench.layouts.tables import read_examples
 from biobench.probes import SimpleShot
 from biobench.tasks import TaskSpec, register_task
 
-SPECIES = ("wren", "robin", "finch")
+SPECIES = ("finch", "robin", "wren")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +29,8 @@ class Options:
 
 
 def read(options: Options) -> Examples:
-    path = Path(options.data) / "labels.csv"
-    df = read_csv("toy", Path(options.data), path, ("file", "species", "split"))
-    paths = [Path(options.data) / "images" / f for f in df["file"]]
-    require_files("toy", paths, df["file"].to_list(), path)
-    labels = np.array([SPECIES.index(s) for s in df["species"]])
-    return one_per_image(ImageSet("toy", df["file"].to_list(), paths), labels, df["split"].to_list(), classnames={"": SPECIES})
+    data = Path(options.data)
+    return read_examples("toy", data, data / "labels.csv", data / "images", image="file", label="species")
 
 
 def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> None:

@@ -99,7 +99,7 @@ def test_unknown_feeding_path_names_file_line_and_value(data):
     df = load(data / "test.csv")
     save(df.with_columns(FeedingPath=pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("demersal")).otherwise(pl.col("FeedingPath"))),
          data / "test.csv")  # fmt: skip
-    with pytest.raises(DataError, match=r"test\.csv line 6: column FeedingPath holds 'demersal'"):
+    with pytest.raises(DataError, match=r"test\.csv line 6: FeedingPath must be 'pelagic' or 'benthic', got 'demersal'"):
         fishnet.read(fishnet.Options(data=data))
 
 

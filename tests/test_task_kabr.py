@@ -86,8 +86,8 @@ def test_missing_frame_names_the_csv_and_frame(tmp_path):
 @pytest.mark.parametrize(
     "old, new, expect",
     [
-        ("G0001.1/3.jpg 0", "G0001.1/3.jpg walk", "line 4: labels must be a behaviour index 0..7, got 'walk'"),
-        ("G0001.1/3.jpg 0", "G0001.1/3.jpg 8", "line 4: labels must be a behaviour index 0..7, got '8'"),
+        ("G0001.1/3.jpg 0", "G0001.1/3.jpg walk", "line 4: labels must be an integer, got 'walk'"),
+        ("G0001.1/3.jpg 0", "G0001.1/3.jpg 8", "line 4: labels must be one of 0, 1, 2, 3, 4, 5, 6, 7, got 8"),
         ("G0001 1 3 ", "G0001 x 3 ", "line 4: video_id must be an integer, got 'x'"),
         ("G0001 1 3 ", "G0001 1 5 ", "line 4: video 1 jumps to frame 5"),
         (HEADER, "original_vido_id video_id frame_id path label", "lacks column(s) 'labels'"),

@@ -230,3 +230,27 @@ def test_unknown_task_suggests_the_closest():
 def test_spec_declares_routes_instead_of_hasattr():
     assert get_task("newt").routes == ("probe", "mllm") and get_task("hybrids").routes == ("probe",)
     assert isinstance(get_task("ages"), TaskSpec)
+
+
+def test_csv_examples_reader_names_the_line_of_each_problem(tmp_path):
+    from biobench.errors import DataError
+    from biobench.layouts.tables import read_examples
+
+    (tmp_path / "img").mkdir()
+    for f in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / "img" / f).write_bytes(b"x")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,label,split\na.jpg,wren,train\nb.jpg,robin,val\nc.jpg,finch,val\n")
+    ex = read_examples("t", tmp_path, csv, tmp_path / "img", splits={"train": "train", "val": "test"})
+    assert ex.classnames[""] == ("finch", "robin", "wren") and ex.table["label"].to_list() == [2, 1, 0]
+    assert ex.table["split"].to_list() == ["train", "test", "test"] and ex.images.ids == ["a.jpg", "b.jpg", "c.jpg"]
+    bad = {
+        "file,label,split\na.jpg,wren,train\nb.jpg,robin,dev\n": r"labels.csv line 3: split must be train or val, got 'dev'",
+        "file,label,split\na.jpg,,train\n": r"labels.csv line 2: label must be filled in",
+        "file,label,split\nzzz.jpg,wren,train\n": r"(?s)1 of 1 images listed in .*labels.csv are missing.*line 2 \(zzz.jpg\)",
+        "file,species,split\na.jpg,wren,train\n": r"labels.csv lacks column\(s\) 'label'",
+    }
+    for text, message in bad.items():
+        csv.write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_examples("t", tmp_path, csv, tmp_path / "img", splits={"train": "train", "val": "test"})

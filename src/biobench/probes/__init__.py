@@ -170,6 +170,8 @@ class ExemplarSvm(Probe):
     """LinearSVC's C."""
     n_iter: int = 100
     """Solver steps."""
+    batch: int = 1024
+    """Queries solved at once (memory grows with batch x examples)."""
 
     leave_one_out: ClassVar[bool] = True
 
@@ -177,7 +179,7 @@ class ExemplarSvm(Probe):
         from biobench.probes import exemplar_svm
 
         _same_rows(x_train, x_test)
-        best = exemplar_svm.best_matches(x_train, c=self.c, n_iter=self.n_iter, device=device)
+        best = exemplar_svm.best_matches(x_train, c=self.c, n_iter=self.n_iter, device=device, batch=self.batch)
         return Predictions(np.asarray(y_train)[best], None, {"c": self.c})
 
 

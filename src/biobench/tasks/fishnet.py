@@ -38,7 +38,7 @@ from biobench.errors import DataError
 from biobench.examples import Examples, one_per_image
 from biobench.images import ImageSet
 from biobench.layouts import missing_data, require_files
-from biobench.layouts.tables import drop_nulls, read_csv
+from biobench.layouts.tables import drop_nulls, encode, read_csv
 from biobench.metrics import MULTILABEL_MEAN_F1
 from biobench.probes import Mlp
 from biobench.tasks import register_task
@@ -74,18 +74,8 @@ def read_split(cfg: Options, split: str) -> tuple[pl.DataFrame, int]:
     """One split's rows with a `path` column and the 0/1 trait columns, and how many rows were dropped for empty traits."""
     data = Path(cfg.data)
     path = data / SPLITS[split]
-    df = read_csv(NAME, data, path, ("image", "Folder", *TRAITS)).with_row_index("_line", offset=2)  # header is line 1
-    df, dropped = drop_nulls(NAME, df, path, TRAITS)
-    codes = []
-    for trait in TRAITS:
-        table = FEEDING if trait == "FeedingPath" else BINARY
-        values = df[trait].str.strip_chars().str.to_lowercase()
-        bad = df.filter(~values.is_in(list(table)))
-        if bad.height:
-            want = "pelagic or benthic" if table is FEEDING else "0 or 1"
-            raise DataError(f"{NAME}: {path} line {bad['_line'][0]}: column {trait} holds {bad[trait][0]!r}, not {want}; "
-                            f"fix or remove the {bad.height} such row(s).")  # fmt: skip
-        codes.append(values.replace_strict(table, return_dtype=pl.Int64).alias(trait))
+    df, dropped = drop_nulls(NAME, read_csv(NAME, data, path, ("image", "Folder", *TRAITS)), path, TRAITS)
+    codes = [encode(NAME, df, path, trait, FEEDING if trait == "FeedingPath" else BINARY) for trait in TRAITS]
     files = df["image"].str.split("/").list.last()  # some rows hold a path; the library is flat per folder
     df = df.with_columns(*codes, path=pl.concat_str(pl.col("Folder"), pl.lit("/"), files))
     if not (data / IMAGES_DIR).is_dir():

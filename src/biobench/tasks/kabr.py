@@ -43,7 +43,7 @@ from biobench.errors import DataError
 from biobench.examples import Examples
 from biobench.images import ImageSet
 from biobench.layouts import require_files
-from biobench.layouts.tables import read_csv
+from biobench.layouts.tables import integers, read_csv, require_filled, require_values
 from biobench.metrics import CLUSTERED_ACCURACY
 from biobench.probes import SimpleShot
 from biobench.sampling import task_rng
@@ -107,22 +107,15 @@ def behaviour_names(data: Path) -> tuple[str, ...]:
 
 def read_frames(data: Path, csv: Path, n_classes: int) -> pl.DataFrame:
     """One annotation CSV, typed and checked: integer ids and labels, no missing frame, every frame on disk."""
-    df = read_csv(NAME, data, csv, COLUMNS, separator=" ").with_row_index("line", offset=2)
-    typed = df.with_columns(pl.col("video_id", "frame_id", "labels").cast(pl.Int64, strict=False))
-    checks = {c: typed[c].is_null() for c in COLUMNS}
-    checks["labels"] |= ~typed["labels"].is_between(0, n_classes - 1).fill_null(False)
-    want = {"labels": f"a behaviour index 0..{n_classes - 1}", "path": "a frame path", "original_vido_id": "a video name"}
-    for c, bad in checks.items():
-        if bad.any():
-            i = int(bad.arg_max())
-            raise DataError(
-                f"{NAME}: {csv} line {i + 2}: {c} must be {want.get(c, 'an integer')}, got {df[c][i]!r}; fix or remove the row."
-            )
+    df = read_csv(NAME, data, csv, COLUMNS, separator=" ")
+    require_filled(NAME, df, csv, ("original_vido_id", "path"))
+    typed = integers(NAME, df, csv, ("video_id", "frame_id", "labels"))
+    require_values(NAME, typed, csv, "labels", range(n_classes))
     # The original's check: the k-th row of a clip may not have a frame_id beyond k (a frame is missing).
     gap = typed.filter(pl.col("frame_id") > pl.int_range(1, pl.len() + 1).over("video_id"))
     if gap.height:
         row = gap.row(0, named=True)
-        raise DataError(f"{NAME}: {csv} line {row['line']}: video {row['video_id']} jumps to frame {row['frame_id']}; a frame is missing.")
+        raise DataError(f"{NAME}: {csv} line {row['_line']}: video {row['video_id']} jumps to frame {row['frame_id']}; a frame is missing.")
     items = [f"video {v} frame {f}" for v, f in typed.select("video_id", "frame_id").iter_rows()]
     require_files(NAME, [data / IMAGE_DIR / p for p in typed["path"]], items, csv)
     return typed

@@ -117,8 +117,9 @@ def read_labels(cfg: Options, task: str = NAME) -> pl.DataFrame:
         raise DataError(f"Cannot parse {path}: {err}") from None
     tables.require_columns(task, df, path, REQUIRED_COLUMNS)
     df = df.with_columns(pl.col("task_subcluster").fill_null(""))
-    tables.require_values(task, df, path, "label", (0, 1), item="id")
-    tables.require_values(task, df, path, "split", ("train", "test"), item="id")
+    df = df.with_row_index("_line", offset=2)
+    tables.require_values(task, df, path, "label", (0, 1))
+    tables.require_values(task, df, path, "split", ("train", "test"))
     tables.require_unique(task, df, path, "id", what="image id")
 
     groups = df.group_by("task").agg(pl.col("task_cluster").first(), pl.col("task_subcluster").first())
@@ -128,7 +129,7 @@ def read_labels(cfg: Options, task: str = NAME) -> pl.DataFrame:
         logger.warning("[newt] tasks not in %s: %s", path, ", ".join(unknown))
     if not keep:
         raise DataError(f"No NeWT task in {path} passes the [newt] filters; loosen them.")
-    return df.filter(pl.col("task").is_in(sorted(keep)))
+    return df.filter(pl.col("task").is_in(sorted(keep))).drop("_line")
 
 
 def class_names(task: str, text_labels: dict[int, str]) -> tuple[str, str]:
