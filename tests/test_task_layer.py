@@ -254,3 +254,20 @@ def test_csv_examples_reader_names_the_line_of_each_problem(tmp_path):
         csv.write_text(text)
         with pytest.raises(DataError, match=message):
             read_examples("t", tmp_path, csv, tmp_path / "img", splits={"train": "train", "val": "test"})
+
+
+def test_a_task_without_n_train_runs_once_per_model_and_seed(tmp_path):
+    from biobench import config, plan
+
+    get_task("beluga").fixture(tmp_path / "beluga")
+    cfg = config.from_dict(
+        {
+            "models": [{"org": "builtin", "ckpt": "pixel-stats"}],
+            "n_train": [4, -1, 16],
+            "seeds": [0, 1],
+            "data": {"beluga": str(tmp_path / "beluga")},
+        }
+    )
+    planned = plan.plan(cfg)
+    assert sorted((p.key.seed, p.status) for p in planned) == [(0, "n/a"), (0, "n/a"), (0, "run"), (1, "n/a"), (1, "n/a"), (1, "run")]
+    assert {p.key.n_train for p in planned} == {p.experiment.n_train for p in planned} == {-1}  # run (and keyed) at -1

@@ -104,5 +104,5 @@ def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
             else:
                 status = "run"
             seen.add(key)
-            out.append(Planned(name, exp, key, status))
+            out.append(Planned(name, exp if spec.uses_n_train else dataclasses.replace(exp, n_train=-1), key, status))
     return out

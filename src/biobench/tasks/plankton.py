@@ -73,11 +73,11 @@ UNPACKED = {"train": "labeled_20201020", "val": "phytoplankton_Ut*_2021_labeled"
 """Folder -> what its archive unpacks as (a glob: the 'ö' may be stored composed or decomposed)."""
 
 _B2SHARE = "https://b2share.eudat.eu/records"
-# The original biobench's current addresses (the seed's /api/files/ ones are older); no md5 is published. Each glob
-# matches the folder as unpacked (labeled_20201020/) and as renamed (train/): fetch checks members before `download`.
+# The original biobench's current addresses (the seed's /api/files/ ones are older); no md5 is published. Members
+# are checked after `place_download` has renamed the unpacked folders.
 RESOURCES = (
-    Resource(f"{_B2SHARE}/xvnrp-7ga56/files/phytoplankton_labeled.zip", "train.zip", None, ("[lt]*/*/*.png",)),
-    Resource(f"{_B2SHARE}/w7y96-6jd66/files/phytoplankton_Ut%C3%B6_2021_labeled.zip", "val.zip", None, ("[pv]*/*/*.png",)),
+    Resource(f"{_B2SHARE}/xvnrp-7ga56/files/phytoplankton_labeled.zip", "train.zip", None, ("train/*/*.png",)),
+    Resource(f"{_B2SHARE}/w7y96-6jd66/files/phytoplankton_Ut%C3%B6_2021_labeled.zip", "val.zip", None, ("val/*/*.png",)),
 )
 """Training and test images, one zip each."""
 
