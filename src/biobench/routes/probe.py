@@ -34,9 +34,11 @@ logger = logging.getLogger(__name__)
 def pooled(examples: Examples, features: Float[np.ndarray, "n d"]) -> tuple[pl.DataFrame, np.ndarray]:
     """One table row (the first of its images) and one feature vector per example, pooled where examples pool."""
     table = examples.table
-    x = np.asarray(features)[table["image"].to_numpy()]
-    if examples.pool is None:
-        return table, x
+    image = table["image"].to_numpy()
+    features = np.asarray(features)
+    if examples.pool is None:  # one image per example; most tasks list each image once, in order: no copy
+        return table, features if np.array_equal(image, np.arange(len(features))) else features[image]
+    x = features[image]
     keys = [c for c in ("subtask", "id") if c in table.columns]
     members = table.with_row_index("_row").group_by(keys, maintain_order=True).agg(pl.col("_row"))["_row"].to_list()
     flat = np.concatenate(members).astype(np.int64)
