@@ -176,12 +176,20 @@ def test_config_dataclasses_document_every_field():
     import ast
     import inspect
 
-    for cls in (config.Model, config.Experiment, config.Settings, config.Config):
+    from biobench import download, examples, metrics, probes
+    from biobench.mllm.settings import MllmSettings
+    from biobench.tasks import get_task, task_names
+    from biobench.tasks.spec import TaskSpec
+
+    probe_classes = [c for c in vars(probes).values() if isinstance(c, type) and issubclass(c, probes.Probe)]
+    task_options = [get_task(n).options for n in task_names()]
+    others = (MllmSettings, TaskSpec, examples.Examples, metrics.Metric, probes.Predictions, download.Resource)
+    for cls in (config.Model, config.Experiment, config.Settings, config.Config, *others, *probe_classes, *task_options):
         source = inspect.getsource(cls)
         tree = ast.parse(source)
         body = tree.body[0].body
         for i, node in enumerate(body):
-            if isinstance(node, ast.AnnAssign):
+            if isinstance(node, ast.AnnAssign) and not ast.unparse(node.annotation).startswith("ClassVar"):  # fields, not class constants
                 nxt = body[i + 1] if i + 1 < len(body) else None
                 assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), (
                     f"{cls.__name__}.{node.target.id} has no docstring"
