@@ -102,7 +102,7 @@ def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.nda
     scores = None if any(s is None for s in preds) else np.concatenate([np.asarray(s) for s in preds])
     subtask_meta = {name or spec.name: {"n_train": int(len(train)), "params": out.params} for (name, train, _), out in zip(meta, outputs)}
     report = score(spec, examples, table[test_rows], labels[test_rows], y_pred, scores, ctx, subtask_meta=subtask_meta)
-    return _timed(report, seconds_fit, time.perf_counter() - start)
+    return dataclasses.replace(report, seconds_fit=seconds_fit, seconds_score=time.perf_counter() - start)
 
 
 def score(
@@ -181,7 +181,3 @@ def _plain(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     return v.item() if isinstance(v, np.generic) else v
-
-
-def _timed(report: TaskReport, seconds_fit: float, seconds_score: float) -> TaskReport:
-    return dataclasses.replace(report, seconds_fit=seconds_fit, seconds_score=seconds_score)

@@ -77,8 +77,9 @@ class TaskSpec:
     @property
     def summary(self) -> str:
         """First line of the defining module's docstring."""
-        doc = sys.modules.get(self.read.__module__).__doc__ if self.read.__module__ in sys.modules else None
-        return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
+        module = sys.modules.get(self.read.__module__)
+        lines = ((module.__doc__ if module else None) or "").strip().splitlines()
+        return lines[0] if lines else ""
 
     def probe_for(self, options) -> Probe:
         """The probe these options select."""
