@@ -131,4 +131,4 @@ RESOURCES = (Resource(URL, "beluga.coco.tar.gz", None, (str(JSON), f"{IMAGES_DIR
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES, probe=probe_for,
-                              metric=TOP1, uses_n_train=False))  # fmt: skip
+                              metric=TOP1, uses_n_train=False, kind="re-identification"))  # fmt: skip

@@ -158,4 +158,4 @@ RESOURCES = (
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES,
-                              probe=Mlp(hidden=512, epochs=100, lr=5e-4, threshold=0.5), metric=MULTILABEL_MEAN_F1))  # fmt: skip
+                              probe=Mlp(hidden=512, epochs=100, lr=5e-4, threshold=0.5), metric=MULTILABEL_MEAN_F1, kind="traits"))  # fmt: skip

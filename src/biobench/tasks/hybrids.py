@@ -360,4 +360,4 @@ def download_images(root: Path) -> None:
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES,
-                              download=download_images, probe=lambda cfg: HybridDetector(cfg.classifier), evaluate=evaluate))  # fmt: skip
+                              download=download_images, probe=lambda cfg: HybridDetector(cfg.classifier), evaluate=evaluate, kind="detection"))  # fmt: skip

@@ -190,4 +190,4 @@ RESOURCES = (
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES, probe=SimpleShot(),
-                              metric=CLUSTERED_ACCURACY))  # fmt: skip
+                              metric=CLUSTERED_ACCURACY, kind="behaviour"))  # fmt: skip

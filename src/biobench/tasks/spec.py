@@ -23,6 +23,8 @@ from biobench.examples import Examples
 from biobench.metrics import ACCURACY, Metric
 from biobench.probes import Probe
 
+KINDS = ("classification", "re-identification", "traits", "behaviour", "detection")
+"""What a task asks of a model, as `biobench tasks` lists it."""
 ROUTES = ("probe", "mllm")
 """Routes a task can declare: 'probe' (frozen features + a probe), 'mllm' (prompting a multimodal LLM)."""
 
@@ -61,12 +63,16 @@ class TaskSpec:
     """Escape hatch: `evaluate(options, examples, features, ctx) -> TaskReport` replaces the probe route's loop."""
     uses_n_train: bool = True
     """False for tasks without a training set to shrink (leave-one-out re-identification): they run once, at n_train = -1."""
+    kind: str = "classification"
+    """One of `KINDS`: classification, re-identification, traits, behaviour, detection."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "|" in self.name:
             raise ValueError(f"Task name {self.name!r} must be non-empty and contain no '/' or '|'.")
         if not dataclasses.is_dataclass(self.options) or "data" not in {f.name for f in dataclasses.fields(self.options)}:
             raise TypeError(f"Task {self.name}: options must be a dataclass with a `data` field.")
+        if self.kind not in KINDS:
+            raise ValueError(f"Task {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}.")
         unknown = [r for r in self.routes if r not in ROUTES]
         if unknown:
             raise ValueError(f"Task {self.name}: unknown route(s) {unknown}; known: {', '.join(ROUTES)}.")
