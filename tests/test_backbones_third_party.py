@@ -65,7 +65,7 @@ def test_timm_vit_random_init_cls_and_patches(images):
     import timm
 
     backbone = load_vision_backbone("timm", "vit_tiny_patch16_224", pretrained=False)
-    assert backbone.name == "timm:vit_tiny_patch16_224"
+    assert backbone.name == "timm:vit_tiny_patch16_224#random-init"
     assert not backbone.training
     assert not any(p.requires_grad for p in backbone.parameters())
 
@@ -494,7 +494,7 @@ def test_custom_backbone_registers_and_loads(register, images):
     backbone = load_vision_backbone("test-custom", "anything", pretrained=False)
     assert isinstance(backbone, _TinyCustom)
     assert backbone.built_with == ("anything", False)
-    assert (backbone.org, backbone.ckpt, backbone.name) == ("test-custom", "anything", "test-custom:anything")
+    assert (backbone.org, backbone.ckpt, backbone.name) == ("test-custom", "anything", "test-custom:anything#random-init")
     assert not backbone.training and not backbone.proj.weight.requires_grad
 
     x = make_batch(backbone, images)

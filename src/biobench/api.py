@@ -42,8 +42,7 @@ def evaluate(
     """
     backbone = None
     if isinstance(model, VisionBackbone):
-        backbone = model
-        model = Model(backbone.org or "custom", backbone.ckpt or type(backbone).__name__)
+        backbone, model = model, instance_model(model)
     elif isinstance(model, str):
         model = Model.parse(model)
     unknown = set(settings) - {f.name for f in dataclasses.fields(Settings)}
@@ -68,28 +67,49 @@ def evaluate(
     (planned,) = [p for p in plan(cfg) if p.task == task]
     if planned.status == "no code":
         raise ConfigError(f"Task {task} has no {model.method} route; it supports {', '.join(get_task(task).routes)}.")
+    examples = get_task(task).read(cfg.task_options_for(task))  # bad data fails before a model loads
     if model.method == "mllm":
-        report = _evaluate_mllm(model, task, planned, cfg, db)
+        report = _evaluate_mllm(model, task, planned, cfg, db, examples)
     else:
         from biobench.runner import load_model
 
         device = cfg.settings.resolved_device()
         backbone = load_model(model, device) if backbone is None else backbone.to(device)
-        (report,) = probe_reports(backbone, task, [planned.experiment], [planned.key], cfg)
+        (report,) = probe_reports(backbone, task, [planned.experiment], [planned.key], cfg, examples)
     if db is not None:
         with Store(db) as store:
             store.write(report)
     return report
 
 
-def _evaluate_mllm(model: Model, task: str, planned, cfg: Config, db) -> Report:
+def instance_model(backbone: VisionBackbone) -> Model:
+    """The `Model` (and so the experiment key) of a backbone instance, named as a config would name it.
+
+    A registered class is `ORG:CKPT` with the checkpoint it was built from (`MyNet("v7")` is
+    `mine:v7`, exactly as `mine:v7` in a config); an unregistered one is `custom:CLASS/CKPT`.
+    Without a known checkpoint the weights themselves name it (`#weights=DIGEST`), so two
+    differently trained instances never share a key.
+    """
+    from biobench.backbones.base import registered_org, state_dict_digest
+
+    cls = type(backbone)
+    org = backbone.org or registered_org(cls)
+    ckpt = backbone.ckpt
+    if org is None:
+        org, ckpt = "custom", f"{cls.__name__}/{ckpt}" if ckpt else cls.__name__
+    if not backbone.ckpt and backbone.state_dict():  # (a weight-free backbone is its class)
+        ckpt += f"#weights={state_dict_digest(backbone)[:12]}"
+    return Model(org, ckpt, pretrained=getattr(backbone, "pretrained", True))
+
+
+def _evaluate_mllm(model: Model, task: str, planned, cfg: Config, db, examples) -> Report:
     from biobench.mllm import registry
     from biobench.mllm.client import Client
 
     store = Store(db) if db is not None else None
     try:
         with Client(model, registry.resolve(model), cache=store) as client:
-            (report,) = mllm_reports(client, task, [planned.experiment], [planned.key], cfg)
+            (report,) = mllm_reports(client, task, [planned.experiment], [planned.key], cfg, examples)
     finally:
         if store is not None:
             store.close()

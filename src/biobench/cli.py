@@ -61,7 +61,7 @@ def report(
 
     text = report_mod.render(report_mod.load(db), format)
     if out is None:
-        print(text)
+        print(text, end="" if text.endswith("\n") else "\n")
     else:
         out.write_text(text if text.endswith("\n") else text + "\n")
         print(f"Wrote {out}", file=sys.stderr)
@@ -164,8 +164,20 @@ class CacheRm:
     """Delete every cached feature."""
 
 
-def cache(cmd: Annotated[CacheLs, tyro.conf.subcommand("ls")] | Annotated[CacheRm, tyro.conf.subcommand("rm")]) -> int:
-    """Inspect or clear the feature cache."""
+@dataclasses.dataclass(frozen=True)
+class CacheVerify:
+    """Check every cached chunk in full (sizes, shapes, checksums); move damaged ones aside to be recomputed."""
+
+    cache_dir: Path | None = None
+    """Cache root (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
+
+
+def cache(
+    cmd: Annotated[CacheLs, tyro.conf.subcommand("ls")]
+    | Annotated[CacheRm, tyro.conf.subcommand("rm")]
+    | Annotated[CacheVerify, tyro.conf.subcommand("verify")],
+) -> int:
+    """Inspect, check or clear the feature cache."""
     from biobench.cache import FeatureCache
 
     store = FeatureCache(cmd.cache_dir)
@@ -174,16 +186,35 @@ def cache(cmd: Annotated[CacheLs, tyro.conf.subcommand("ls")] | Annotated[CacheR
         if not entries:
             print(f"No cached features in {store.root}.")
             return 0
-        rows = [("model", "dataset", "images", "dim", "size")] + [
-            (e.model, e.dataset, f"{e.n_images:,}", str(e.dim), _human_bytes(e.bytes)) for e in entries
+        rows = [("model", "dataset", "images", "dim", "size", "status")] + [
+            (
+                e.model,
+                e.dataset,
+                f"{e.n_images:,}",
+                str(e.dim),
+                _human_bytes(e.bytes),
+                f"{e.damaged} damaged chunk(s)" if e.damaged else "ok",
+            )
+            for e in entries
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         print(f"\n{store.root}: {_human_bytes(sum(e.bytes for e in entries))} in all")
+        if any(e.damaged for e in entries):
+            print("Damaged chunks are recomputed on the next run; `biobench cache verify` moves them aside now.")
         return 0
+    if isinstance(cmd, CacheVerify):
+        checked, bad = store.verify()
+        for damaged in bad:
+            print(f"damaged: {damaged.chunk} ({damaged.reason})")
+        print(f"Checked {checked} chunk(s) in {store.root}: {len(bad)} damaged" + (" (moved aside; rerun to recompute)." if bad else "."))
+        return 1 if bad else 0
     if not (cmd.all or cmd.model or cmd.dataset):
         raise BiobenchError("Say what to delete: --model ORG:CKPT, --dataset TASK, or --all.")
+    if cmd.model is not None and cmd.model not in store.models():
+        known = ", ".join(store.models()) or "none"
+        raise BiobenchError(f"No cached features of model {cmd.model} in {store.root}; cached models: {known}.")
     freed = store.remove(model=cmd.model, dataset=cmd.dataset)
     print(f"Freed {_human_bytes(freed)} from {store.root}.")
     return 0
@@ -219,12 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("PIL", "urllib3", "httpx", "huggingface_hub", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-V"]):
+        import importlib.metadata
+
+        print(f"biobench {importlib.metadata.version('biobench')}")
+        return 0
     try:
         rc = tyro.extras.subcommand_cli_from_dict(
             COMMANDS,
             prog="biobench",
             description="Which frozen vision model works best on your biology images, and how sure are we?",
-            args=argv,
+            args=args,
             config=(tyro.conf.OmitSubcommandPrefixes, tyro.conf.OmitArgPrefixes),
         )
     except BiobenchError as err:

@@ -62,8 +62,13 @@ class Model(MllmSettings):
     @property
     def key_ckpt(self) -> str:
         """The checkpoint as results record it: `ckpt`, marked `#random-init` when pretrained is false,
-        so random and pretrained weights of one architecture never share (or skip) a result."""
-        return self.ckpt if self.pretrained else f"{self.ckpt}#random-init"
+        and `#weights=DIGEST` when it names a local weights file, so random, pretrained and rewritten
+        weights never share (or skip) a result."""
+        if self.method == "mllm":
+            return self.ckpt
+        from biobench.weights import weights_tag
+
+        return (self.ckpt if self.pretrained else f"{self.ckpt}#random-init") + weights_tag(self.ckpt)
 
     @property
     def name(self) -> str:
@@ -90,7 +95,7 @@ class Experiment:
     """Seeds training-set sampling, hyper-parameter search and the bootstrap."""
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
@@ -106,9 +111,9 @@ class Settings:
     """Where backbones run; default cuda if available, else cpu."""
     batch_size: int = 256
     """Images per forward pass (halved automatically on out-of-memory)."""
-    n_workers: int = dataclasses.field(default_factory=_default_workers)
+    n_workers: int = dataclasses.field(default_factory=default_workers)
     """DataLoader processes decoding images (0 = in the main process)."""
-    n_jobs: int = dataclasses.field(default_factory=_default_workers)
+    n_jobs: int = dataclasses.field(default_factory=default_workers)
     """Processes fitting probes in parallel (e.g. NeWT's 164 SVMs)."""
     n_bootstrap: int = 1000
     """Bootstrap resamples per confidence interval."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
+import sys
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -32,11 +35,17 @@ class Summary:
     """Money spent on MLLM requests by this run."""
     answers_failed: int = 0
     """MLLM test examples whose request failed for good (scored as wrong)."""
+    not_started: int = 0
+    """Experiments never attempted because the run stopped (the results database became unwritable)."""
+    store_error: str | None = None
+    """Why the results database could not be written, when that stopped the run."""
 
     def line(self) -> str:
         text = f"{self.done} done, {self.run} run"
         if self.failed:
             text += f", {self.failed} failed"
+        if self.not_started:
+            text += f", {self.not_started} not started"
         if self.skipped:
             text += f", {self.skipped} skipped"
         if self.spent_usd:
@@ -45,9 +54,23 @@ class Summary:
             text += f", {self.answers_failed} MLLM answers failed"
         if self.budget_stopped:
             text += " (budget reached: rerun with a larger --max-usd to finish; answers received are kept)"
+        if self.store_error:
+            text += " (stopped: the results database cannot be written)"
         if self.interrupted:
             text += " (interrupted: rerun the same command to finish)"
         return text
+
+
+def command() -> str:
+    """How to call biobench from this shell: `biobench` when that is this installation, else the path to it."""
+    here = os.path.join(os.path.dirname(sys.executable), "biobench")
+    found = shutil.which("biobench")
+    if found and os.path.realpath(found) == os.path.realpath(here):
+        return "biobench"
+    if os.path.exists(here):
+        rel = os.path.relpath(here)
+        return rel if not rel.startswith("..") else here
+    return f"{sys.executable} -m biobench"
 
 
 def print_result(report: Report, counter: str = "") -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from biobench import config, report, runner
+from biobench import config, console, report, runner
 from biobench.tasks import newt
 
 DEMO_CONFIG = """\
@@ -54,7 +54,7 @@ def demo(out: Path = Path("biobench-demo"), stream: TextIO | None = None) -> run
     html_path.write_text(report.to_html(rows, title="biobench demo leaderboard"))
     print(
         f"\nResults: {out / 'results.sqlite'}\nReport:  {html_path}\nConfig:  {cfg_path}\n"
-        f"Next: `biobench report --db {out / 'results.sqlite'} --format csv`, or point a config at real data "
+        f"Next: `{console.command()} report --db {out / 'results.sqlite'} --format csv`, or point a config at real data "
         "(see README).",
         file=stream,
     )

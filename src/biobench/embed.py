@@ -60,6 +60,11 @@ class EmbedResult:
     seconds: float
     image_set_fingerprint: str
     backbone_fingerprint: str
+    """`biobench.backbones.fingerprint`: the weights and transform (not the precision), as results record it."""
+
+
+CPU_MICRO_BATCH = 32
+"""Images per forward pass on CPU (progress is reported per pass)."""
 
 
 def cache_key(backbone: VisionBackbone, device: str) -> str:
@@ -69,7 +74,11 @@ def cache_key(backbone: VisionBackbone, device: str) -> str:
     Recomputed on every request (about a second per GB of weights), never memoised on the
     instance: a user evaluating the same object after more training must not get the old
     features back."""
-    return _digest(fingerprint(backbone), precision_label(torch.device(device)))
+    return _cache_key(fingerprint(backbone), device)
+
+
+def _cache_key(backbone_fingerprint: str, device: str) -> str:
+    return _digest(backbone_fingerprint, precision_label(torch.device(device)))
 
 
 def get_features(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache, settings: EmbedSettings = EmbedSettings()) -> EmbedResult:
@@ -77,14 +86,15 @@ def get_features(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache
     start = time.perf_counter()
     keys = images.keys(settings.key_mode)
     set_fp = images.fingerprint(keys)
-    fp = cache_key(backbone, settings.device)
+    backbone_fp = fingerprint(backbone)
+    fp = _cache_key(backbone_fp, settings.device)
     cached, found = cache.lookup(fp, keys)
     missing = np.flatnonzero(~found)
     if len(missing) == 0:
         assert cached is not None or len(images) == 0
         feats = cached if cached is not None else np.zeros((0, 0), dtype=np.float32)
         logger.info("%s on %s: all %d images cached.", backbone.name, images.name, len(images))
-        return EmbedResult(feats, len(images), 0, time.perf_counter() - start, set_fp, fp)
+        return EmbedResult(feats, len(images), 0, time.perf_counter() - start, set_fp, backbone_fp)
 
     logger.info("%s on %s: %d images cached, embedding %d.", backbone.name, images.name, len(images) - len(missing), len(missing))
 
@@ -119,7 +129,7 @@ def get_features(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache
     else:
         out = np.array(cached, dtype=np.float32)  # copy: the lookup may be a read-only map
     out[missing] = new
-    return EmbedResult(out, len(images) - len(missing), len(missing), time.perf_counter() - start, set_fp, fp)
+    return EmbedResult(out, len(images) - len(missing), len(missing), time.perf_counter() - start, set_fp, backbone_fp)
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -146,11 +156,12 @@ class _ImageDataset(torch.utils.data.Dataset):
 
 
 def _collate(batch):
+    """(indices, images) of the images that decoded, plus the messages of those that did not."""
     errors = [err for _, _, err in batch if err is not None]
-    if errors:
-        return None, None, errors
-    idx = torch.tensor([i for i, _, _ in batch])
-    return idx, torch.stack([x for _, x, _ in batch]), []
+    good = [(i, x) for i, x, err in batch if err is None]
+    if not good:
+        return torch.zeros(0, dtype=torch.long), None, errors
+    return torch.tensor([i for i, _ in good]), torch.stack([x for _, x in good]), errors
 
 
 def _ignore_sigint(_worker_id: int) -> None:
@@ -181,26 +192,45 @@ def extract(
         pin_memory=device.type == "cuda",
         worker_init_fn=_ignore_sigint if settings.n_workers > 0 else None,
     )
-    encoder = _BackoffEncoder(backbone, device, settings.batch_size)
+    # On CPU a full batch can take a minute: smaller forward passes keep progress moving (same throughput).
+    micro = settings.batch_size if device.type == "cuda" else min(settings.batch_size, CPU_MICRO_BATCH)
+    encoder = _BackoffEncoder(backbone, device, micro)
     out: np.ndarray | None = None
-    flushed = 0  # rows of `out` already written to the cache
+    embedded = np.zeros(len(rows), dtype=bool)  # rows with features
+    flushed = np.zeros(len(rows), dtype=bool)  # rows already written to the cache
+    errors: list[str] = []
     with Progress(len(rows), f"embed {images.name} with {backbone.name}", "images") as bar:
-        for idx, x, errors in loader:
-            if errors:
-                more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
-                raise DataError(errors[0] + more)
-            feats = encoder(x)
+        for idx, x, failed in loader:
+            # A bad image is noted and the rest go on: every feature computed is kept (and cached),
+            # and one error at the end names every file to fix.
+            errors += failed
+            bar.update(len(failed))
+            if x is None:
+                continue
+            feats = encoder(x, bar.update)
             if out is None:
                 out = np.empty((len(rows), feats.shape[1]), dtype=np.float32)
             out[idx.numpy()] = feats
-            done = int(idx[-1]) + 1
-            if done - flushed >= settings.checkpoint_every and done < len(rows):
-                checkpoint(rows[flushed:done], out[flushed:done])
-                flushed = done
-            bar.update(len(idx))
+            embedded[idx.numpy()] = True
+            pending = embedded & ~flushed
+            if pending.sum() >= settings.checkpoint_every and not embedded.all():
+                checkpoint(rows[pending], out[pending])
+                flushed |= pending
+    pending = embedded & ~flushed
+    if out is not None and pending.any():
+        checkpoint(rows[pending], out[pending])
+    if errors:
+        shown = "\n  ".join(errors[:10])
+        more = f"\n  (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        kept = (
+            f" The features of the other {int(embedded.sum()):,} images are cached; a rerun embeds only what is missing."
+            if embedded.any()
+            else ""
+        )
+        raise DataError(
+            f"{len(errors)} of {len(rows)} images of {images.name} could not be read:\n  {shown}{more}\nFix or remove these files (or their rows in the dataset's metadata).{kept}"
+        )
     assert out is not None
-    if flushed < len(rows):
-        checkpoint(rows[flushed:], out[flushed:])
     return out
 
 
@@ -214,7 +244,7 @@ class _BackoffEncoder:
         self.autocast = _autocast_dtype(device)
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
+    def __call__(self, x: torch.Tensor, on_done: Callable[[int], None] = lambda n: None) -> np.ndarray:
         x = x.to(self.device, non_blocking=True)
         parts = []
         start = 0
@@ -223,6 +253,7 @@ class _BackoffEncoder:
             try:
                 parts.append(self._encode(x[start : start + size]))
                 start += size
+                on_done(size)
             except OutOfMemoryError:
                 if size == 1:
                     raise

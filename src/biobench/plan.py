@@ -18,8 +18,8 @@ from biobench.store import ExperimentKey, Store
 from biobench.tasks import get_task
 from biobench.tasks.spec import TaskSpec
 
-Status = Literal["run", "done", "no data", "no code", "n/a", "claimed"]
-"""'n/a': the task ignores n_train (it runs once, at n_train = -1)."""
+Status = Literal["run", "done", "no data", "no code", "n/a", "claimed", "bad data"]
+"""'n/a': the task ignores n_train (it runs once, at n_train = -1); 'bad data': its dataset failed to read."""
 
 ROUTE_OF_METHOD = {"cvml": "probe", "mllm": "mllm"}
 """Which route evaluates a model of each method."""

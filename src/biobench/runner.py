@@ -12,6 +12,7 @@ MLLM work cleanly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import traceback
@@ -24,10 +25,12 @@ from biobench.backbones import backbone_class, load_vision_backbone
 from biobench.config import Config, Model, Settings
 from biobench.console import Summary, print_plan, print_result
 from biobench.errors import BiobenchError, ConfigError
+from biobench.examples import Examples
 from biobench.plan import Planned, plan
 from biobench.plugins import load_plugins
 from biobench.routes import mllm_reports, probe_reports
-from biobench.store import Report, Store
+from biobench.store import Report, Store, StoreError
+from biobench.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +76,22 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
     summary = Summary()
     if dry_run:
         if cfg.settings.db_path.is_file():
-            with Store(cfg.settings.db_path) as store:
+            with Store(cfg.settings.db_path, readonly=True) as store:
                 planned = plan(cfg, store)
         else:  # a dry run creates nothing
             planned = plan(cfg)
+        planned, _ = read_data(planned, cfg, summary)
         print_plan(planned, out)
         summary.done = sum(p.status == "done" for p in planned)
         summary.skipped = sum(p.status in ("no data", "no code", "n/a") for p in planned)
         n_run = sum(p.status == "run" for p in planned)
-        print(f"dry run: {n_run} would run, {summary.done} done, {summary.skipped} skipped", file=out)
+        bad = f", {summary.failed} with bad data" if summary.failed else ""
+        print(f"dry run: {n_run} would run, {summary.done} done, {summary.skipped} skipped{bad}", file=out)
         return summary
     with Store(cfg.settings.db_path) as store:
         planned = plan(cfg, store)
         summary.done = sum(p.status == "done" for p in planned)
+        planned, examples = read_data(planned, cfg, summary)
         todo = [p for p in planned if p.status == "run"]
 
         run_id = uuid.uuid4().hex
@@ -94,10 +100,15 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
             logger.warning("Skipping %s: another run is working on it.", key.describe())
         mine = set(claimed)
         todo = [p for p in todo if p.key in mine]
-        summary.skipped = len(planned) - summary.done - len(todo)
+        summary.skipped = len(planned) - summary.done - summary.failed - len(todo)
         logger.info("%d to run, %d already done, %d skipped.", len(todo), summary.done, summary.skipped)
         try:
-            _run_all(todo, cfg, store, run_id, summary, max_usd)
+            _run_all(todo, cfg, store, run_id, summary, max_usd, examples)
+        except StoreError as err:  # nothing more can be stored: stop cleanly, count what really happened
+            summary.store_error = str(err)
+            summary.errors.append(str(err))
+            summary.not_started = len(todo) - summary.run - summary.failed
+            logger.error("%s", err)
         except KeyboardInterrupt:
             summary.interrupted = True
             logger.warning("Interrupted; every finished experiment is stored.")
@@ -108,7 +119,34 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
     return summary
 
 
-def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summary: Summary, max_usd: float | None = None) -> None:
+def read_data(planned: list[Planned], cfg: Config, summary: Summary) -> tuple[list[Planned], dict[str, Examples]]:
+    """Read every task that has work to do, before any model loads: a task whose data is
+    missing, empty or of another task is marked "bad data" (its experiments count as failed,
+    with the reader's message), and the rest of the grid goes on."""
+    examples: dict[str, Examples] = {}
+    bad: set[str] = set()
+    for name in dict.fromkeys(p.task for p in planned if p.status == "run"):
+        try:
+            examples[name] = get_task(name).read(cfg.task_options_for(name))
+        except (BiobenchError, OSError) as err:
+            bad.add(name)
+            n = sum(p.task == name and p.status == "run" for p in planned)
+            summary.failed += n
+            summary.errors.append(f"{name} ({n} experiment(s) not run): {err}")
+            logger.error("%s: %s", name, err)
+    out = [dataclasses.replace(p, status="bad data") if p.task in bad and p.status == "run" else p for p in planned]
+    return out, examples
+
+
+def _run_all(
+    todo: list[Planned],
+    cfg: Config,
+    store: Store,
+    run_id: str,
+    summary: Summary,
+    max_usd: float | None = None,
+    examples: dict[str, Examples] | None = None,
+) -> None:
     from biobench.mllm.client import Budget
 
     by_model: dict[Model, dict[str, list[Planned]]] = {}
@@ -116,17 +154,18 @@ def _run_all(todo: list[Planned], cfg: Config, store: Store, run_id: str, summar
         by_model.setdefault(p.experiment.model, {}).setdefault(p.task, []).append(p)
     budget = Budget(max_usd)
     backbone = None
+    data = examples or {}
 
     def task_reports(model: Model, task_name: str, items: list[Planned]) -> Iterator[Report]:
         """A task's reports; the model loads on first use, inside `_store_reports`' error handling."""
         nonlocal backbone
         if backbone is None:
             backbone = load_model(model, cfg.settings.resolved_device())
-        yield from probe_reports(backbone, task_name, [p.experiment for p in items], [p.key for p in items], cfg)
+        yield from probe_reports(backbone, task_name, [p.experiment for p in items], [p.key for p in items], cfg, data.get(task_name))
 
     for model, by_task in by_model.items():
         if model.method == "mllm":
-            if not _run_mllm(model, by_task, cfg, store, run_id, summary, budget, len(todo)):
+            if not _run_mllm(model, by_task, cfg, store, run_id, summary, budget, len(todo), data):
                 return  # budget reached: stop everything, cleanly
             continue
         groups = list(by_task.items())
@@ -149,6 +188,7 @@ def _run_mllm(
     summary: Summary,
     budget,
     n_todo: int,
+    data: dict[str, Examples],
 ) -> bool:
     """Run one MLLM's experiments, answers cached in the store as they arrive. False when the budget ran out."""
     from biobench.mllm import registry
@@ -159,7 +199,7 @@ def _run_mllm(
         with Client(model, registry.resolve(model), cache=store, budget=budget, seed=0) as client:
             for task_name, items in by_task.items():
                 keys = [p.key for p in items]
-                reports = mllm_reports(client, task_name, [p.experiment for p in items], keys, cfg)  # lazy: runs as stored
+                reports = mllm_reports(client, task_name, [p.experiment for p in items], keys, cfg, data.get(task_name))  # lazy
                 _store_reports(reports, task_name, model, len(items), store, run_id, summary, n_todo, passthrough=(BudgetExhausted,))
     except BudgetExhausted as err:
         summary.budget_stopped = True
@@ -193,6 +233,9 @@ def _store_reports(
             summary.run += 1
             summary.answers_failed += report.n_failed or 0
             print_result(report, f"[{summary.run + summary.failed}/{n_todo}]")
+    except StoreError:
+        summary.failed += 1  # the experiment being written; the task's others never started
+        raise
     except (KeyboardInterrupt, SystemExit, *passthrough):
         raise
     except Exception as err:

@@ -31,6 +31,15 @@ import numpy as np
 from biobench.errors import BiobenchError
 from biobench.evaluation import TaskReport
 
+
+class StoreError(BiobenchError):
+    """The results database cannot be written (disk full, read-only, permissions): the run stops."""
+
+
+class StoreConflict(BiobenchError):
+    """An experiment key already stored with results of different weights."""
+
+
 SCHEMA_VERSION = 2
 STALE_CLAIM_S = 6 * 3600
 
@@ -151,10 +160,18 @@ _RESULT_FIELDS = frozenset({f.name for f in dataclasses.fields(TaskReport)} | {"
 
 
 class Store:
-    """The results database at `path` (created with its schema if missing)."""
+    """The results database at `path` (created with its schema if missing).
 
-    def __init__(self, path: Path | str):
+    With `readonly`, the file is only read (reports, dry runs): it must exist, and it may sit
+    on a read-only disk or belong to someone else.
+    """
+
+    def __init__(self, path: Path | str, *, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self._open_readonly()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -181,6 +198,22 @@ class Store:
         except sqlite3.DatabaseError as err:
             raise BiobenchError(f"{self.path} is not a usable biobench results database: {err}") from err
 
+    def _open_readonly(self) -> None:
+        if not self.path.is_file():
+            raise BiobenchError(f"No results database at {self.path}; run `biobench run CONFIG` first, or pass the right --db.")
+        try:
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            raise BiobenchError(f"{self.path} is not a usable biobench results database: {err}") from err
+        if version > SCHEMA_VERSION:
+            raise BiobenchError(f"{self.path} was written by a newer biobench (schema {version} > {SCHEMA_VERSION}); upgrade biobench.")
+        if "experiments" not in tables:
+            raise BiobenchError(f"{self.path} is not a biobench results database (it has no experiments table).")
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(experiments)")}
+        self._missing_columns = [c for c in ADDED_COLUMNS if c not in have]  # a schema-1 file read as is
+
     def close(self) -> None:
         self.conn.close()
 
@@ -192,14 +225,35 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception including KeyboardInterrupt."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception including KeyboardInterrupt.
+
+        A database that cannot be written (disk full, read-only, no permission, locked too
+        long) raises `StoreError`: one line naming the file and the fix."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            raise self._unwritable(err) from err
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as err:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            if isinstance(err, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(err, sqlite3.IntegrityError):
+                raise self._unwritable(err) from err
             raise
-        self.conn.execute("COMMIT")
+
+    def _unwritable(self, err: sqlite3.Error) -> StoreError:
+        text = str(err).lower()
+        if "full" in text:
+            fix = f"free space on the disk holding {self.path.parent} (or set report_to to another disk)"
+        elif "readonly" in text or "read-only" in text or "permission" in text:
+            fix = f"make {self.path} and its directory writable (or set report_to to a writable directory)"
+        elif "locked" in text or "busy" in text:
+            fix = "another process held the database for over a minute; wait for it to finish"
+        else:
+            fix = "check the disk, or set report_to to another directory"
+        return StoreError(f"Cannot write the results database {self.path}: {err}. To fix: {fix}, then rerun; stored results are kept.")
 
     # Experiments
 
@@ -219,6 +273,7 @@ class Store:
         k, r, p = record.key, record.result, record.provenance
         with self.transaction() as conn:
             if self.has(k):
+                self._check_same_weights(k, record.backbone_fingerprint)
                 return False
             cur = conn.execute(
                 """INSERT INTO experiments (task, model_org, model_ckpt, method, n_train, n_train_actual, seed,
@@ -270,11 +325,26 @@ class Store:
             conn.execute("DELETE FROM runs WHERE key = ?", (k.to_json(),))
         return True
 
+    def _check_same_weights(self, key: ExperimentKey, fingerprint: str | None) -> None:
+        """A stored experiment under `key` from other weights is a conflict, never a silent skip."""
+        row = self.conn.execute(
+            "SELECT backbone_fingerprint FROM experiments WHERE task=? AND model_org=? AND model_ckpt=? AND method=? "
+            "AND n_train=? AND seed=? AND protocol=?",
+            dataclasses.astuple(key),
+        ).fetchone()
+        if fingerprint and row and row[0] and row[0] != fingerprint:
+            raise StoreConflict(
+                f"{self.path} already holds {key.describe()} from a backbone with other weights "
+                f"(fingerprint {row[0][:12]}, now {fingerprint[:12]}). Give this model its own checkpoint name "
+                "(e.g. MyNet('v8')), or use another database."
+            )
+
     def rows(self) -> list[dict]:
         """Every experiment as a dict of its columns (no predictions)."""
         cur = self.conn.execute("SELECT * FROM experiments ORDER BY task, model_org, model_ckpt, method, n_train, seed")
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        absent = dict.fromkeys(getattr(self, "_missing_columns", ()))
+        return [{**absent, **dict(zip(names, row))} for row in cur.fetchall()]
 
     def predictions(self, experiment_id: int) -> list[tuple[str, float, dict]]:
         rows = self.conn.execute(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -81,7 +82,27 @@ class VisionBackbone(torch.nn.Module):
     org: str = ""
     """Registry org this instance was loaded under (set by `load_vision_backbone`)."""
     ckpt: str = ""
-    """Checkpoint string this instance was loaded from (set by `load_vision_backbone`)."""
+    """Checkpoint string this instance was built from (the constructor's first argument, or `load_vision_backbone`'s)."""
+    pretrained: bool = True
+    """False for a seeded random initialisation (set by `load_vision_backbone`)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # Remember the checkpoint an instance was built from (the first argument, by the
+        # convention above), so `biobench.evaluate(model=MyNet("v7"))` is keyed `ORG:v7`, the
+        # same experiment as `ORG:v7` in a config, and never shares a key with MyNet("v1").
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            init(self, *args, **kw)
+            ckpt = args[0] if args else kw.get("ckpt")
+            if isinstance(ckpt, str) and not self.__dict__.get("ckpt"):
+                self.ckpt = ckpt
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
 
     def img_encode(self, batch: Float[Tensor, "batch 3 height width"]) -> EncodedImgBatch:
         """Encode a batch of preprocessed images."""
@@ -112,8 +133,8 @@ class VisionBackbone(torch.nn.Module):
 
     @property
     def name(self) -> str:
-        """`ORG:CKPT`, as written in configs and reports."""
-        return f"{self.org}:{self.ckpt}"
+        """`ORG:CKPT`, as written in configs, marked `#random-init` as reports mark it."""
+        return f"{self.org}:{self.ckpt}" + ("" if self.pretrained else "#random-init")
 
 
 def fingerprint(backbone: VisionBackbone) -> str:
@@ -174,6 +195,13 @@ def _load_entry_points() -> None:
             logger.warning("Could not load backbone plugin %s (%s): %s", ep.name, ep.value, err)
 
 
+def registered_org(cls: type[VisionBackbone]) -> str | None:
+    """The org `cls` is registered under (the first, sorted, if several), or None."""
+    _load_entry_points()
+    orgs = sorted(org for org, c in _REGISTRY.items() if c is cls)
+    return orgs[0] if orgs else None
+
+
 def list_vision_backbones() -> list[str]:
     """All registered backbone orgs, sorted."""
     _load_entry_points()
@@ -202,6 +230,6 @@ def load_vision_backbone(org: str, ckpt: str, *, pretrained: bool = True) -> Vis
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         backbone = cls(ckpt, pretrained=pretrained)
-    backbone.org, backbone.ckpt = org, ckpt
+    backbone.org, backbone.ckpt, backbone.pretrained = org, ckpt, pretrained
     backbone.eval().requires_grad_(False)
     return backbone

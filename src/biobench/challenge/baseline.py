@@ -29,6 +29,7 @@ import numpy as np
 from biobench import atomic
 from biobench.challenge import classifier as classifier_mod
 from biobench.challenge import data
+from biobench.errors import DataError
 
 SUBMISSION_FILES = ("model.py", "classifier.pkl", "metadata.json", "requirements.txt")
 _ORG_PACKAGES = {"open-clip": ["open_clip_torch"], "timm": ["timm"], "torchvision": ["torchvision"]}
@@ -40,7 +41,7 @@ class BaselineResult:
     n_train: int
     n_hybrid: int
     train_probability: np.ndarray
-    """P(hybrid) of each training image (a sanity check, not a score)."""
+    """P(hybrid) of each training image (a sanity check, not a score; submissions score by log-odds)."""
     seconds_embed: float
     n_embedded: int
     """Images run through the backbone (0 when every feature came from the cache)."""
@@ -59,6 +60,7 @@ def train_baseline(
     batch_size: int = 64,
     n_workers: int = 2,
     cache_dir: Path | None = None,
+    overwrite: bool = False,
 ) -> BaselineResult:
     """Embed the training images with `model` (ORG:CKPT), fit `classifier`, write the submission folder `out`."""
     import sklearn
@@ -71,6 +73,9 @@ def train_baseline(
     from biobench.embed import EmbedSettings, get_features, precision_label
 
     spec = Model.parse(model, pretrained=pretrained)
+    out = Path(out)
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out} already holds files (an earlier submission?); choose another --out, or pass --overwrite to replace them.")
     image_set = data.training_images(train_csv, images)
     y = data.labels(image_set)
     image_set.keys()  # missing image files fail now, naming them, before a large model loads
@@ -78,7 +83,6 @@ def train_baseline(
     emb = get_features(backbone, image_set, FeatureCache(cache_dir), EmbedSettings(device, batch_size, n_workers))
     clf = classifier_mod.fit(classifier, emb.features, y, seed=seed, where=str(train_csv))
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("submission_model.py"), out / "model.py")
     atomic.write_bytes(out / "classifier.pkl", pickle.dumps(clf))

@@ -22,6 +22,7 @@ the scoring program's keys (`scoring.LEADERBOARD_KEYS`).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,8 @@ COLUMN_TITLES = {
 
 INGESTION_COMMAND = "python3 /app/program/ingestion.py /app/input_data/ /app/output/ /app/program /app/ingested_program"
 SCORING_COMMAND = "python3 /app/program/score.py /app/input/ /app/output/"
+
+logger = logging.getLogger(__name__)
 
 
 def competition_yaml(*, title: str, docker_image: str) -> str:
@@ -231,6 +234,11 @@ def build_bundle(
                 shutil.copyfile(f, img_dir / f.name)
         else:
             _write(img_dir / "README.md", f"Put the {split} images here, flat (no sub-folders).\n")
+            if ref is not None:
+                logger.warning(
+                    "The bundle has a %s reference but no %s images: input_data/%s is empty until you copy them "
+                    "there (or pass --%s-images DIR).", split, split, split, split,
+                )  # fmt: skip
     for b in baselines:
         shutil.copytree(b, out / "baselines" / Path(b).name, dirs_exist_ok=True)
     return out

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from biobench.config import Settings, default_workers
+
 
 @dataclasses.dataclass(frozen=True)
 class Score:
@@ -59,14 +61,16 @@ class Baseline:
     """Load pretrained weights (False: a seeded random initialisation)."""
     seed: int = 0
     """Seeds the probe."""
-    device: str = "cpu"
-    """torch device for feature extraction."""
-    batch_size: int = 64
-    """Images per forward pass."""
-    n_workers: int = 2
-    """Image-decoding worker processes."""
+    device: Literal["cpu", "cuda", "mps"] | None = None
+    """torch device for feature extraction (default cuda if available, else cpu; as `biobench run`)."""
+    batch_size: int = 256
+    """Images per forward pass (as `biobench run`)."""
+    n_workers: int = dataclasses.field(default_factory=default_workers)
+    """Image-decoding worker processes (as `biobench run`: up to 8)."""
     cache_dir: Path | None = None
     """Feature cache (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
+    overwrite: bool = False
+    """Replace the files of an existing submission folder at --out (otherwise that is an error)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +127,11 @@ def challenge(
             classifier=cmd.classifier,
             pretrained=cmd.pretrained,
             seed=cmd.seed,
-            device=cmd.device,
+            device=Settings(device=cmd.device).resolved_device(),
             batch_size=cmd.batch_size,
             n_workers=cmd.n_workers,
             cache_dir=cmd.cache_dir,
+            overwrite=cmd.overwrite,
         )
         print(
             f"Wrote a submission to {res.out} ({', '.join(baseline.SUBMISSION_FILES)}): {cmd.classifier} on "

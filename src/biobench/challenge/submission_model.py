@@ -9,7 +9,7 @@ This file is copied as `model.py` into the submission folder, next to
 - `requirements.txt`: the Python packages the backbone and probe need.
 
 The CodaBench contract: `Model()`, then `load()`, then `predict(PIL.Image) -> float`
-(P(hybrid)). The environment needs biobench installed (it builds the backbone exactly as
+(higher = more likely hybrid; here the log-odds of hybrid, which never saturate). The environment needs biobench installed (it builds the backbone exactly as
 it did for training features), plus torch and, for the backbone's org, open_clip_torch,
 timm or torchvision, and the scikit-learn version in metadata.json. Set
 `BIOBENCH_DEVICE` (e.g. `cuda`) to choose the device; by default CUDA when available.
@@ -62,10 +62,11 @@ class Model:
             )
         with open(HERE / "classifier.pkl", "rb") as fd:
             self.clf = pickle.load(fd)
-        self.hybrid_column = list(self.clf.classes_).index(1)
 
     def predict(self, image) -> float:
         import torch
+
+        from biobench.challenge.classifier import hybrid_score
 
         x = self.transform(image.convert("RGB")).unsqueeze(0).to(self.device)
         with torch.inference_mode():
@@ -75,4 +76,4 @@ class Model:
             else:
                 feats = self.backbone.img_encode(x).img_features
         feats = feats.float().cpu().numpy().astype("float64")
-        return float(self.clf.predict_proba(feats)[0, self.hybrid_column])
+        return float(hybrid_score(self.clf, feats)[0])  # log-odds: keeps its order where P(hybrid) rounds to 1

@@ -225,7 +225,8 @@ class Mlp(Probe):
 class HybridDetector(Probe):
     """The HDR challenge's P(hybrid) probes (standardise, then 'svc' or 'sgd'; classes balanced).
 
-    Labels are 1 = hybrid; scores are P(hybrid), what the challenge ranks.
+    Labels are 1 = hybrid; scores are the log-odds of hybrid (what the challenge ranks; they
+    never saturate the way probabilities do).
     """
 
     kind: Literal["svc", "sgd"] = "svc"
@@ -237,8 +238,8 @@ class HybridDetector(Probe):
         from biobench.challenge import classifier
 
         clf = classifier.fit(self.kind, x_train, y_train, seed=seed, where=self.where)
-        p = classifier.hybrid_probability(clf, x_test)
-        return Predictions((p > 0.5).astype(np.int64), p, {"classifier": self.kind})
+        score = classifier.hybrid_score(clf, x_test)
+        return Predictions((score > 0).astype(np.int64), score, {"classifier": self.kind})
 
 
 def _same_rows(x_train: np.ndarray, x_test: np.ndarray) -> None:

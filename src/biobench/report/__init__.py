@@ -21,6 +21,7 @@ import csv
 import html
 import io
 import json
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from pathlib import Path
 from biobench.errors import BiobenchError
 from biobench.store import Store
 
-JSON_KEYS = ("task", "model", "method", "n_train", "seed", "score", "ci_low", "ci_high", "n_test")
+JSON_KEYS = ("task", "model", "method", "n_train", "seed", "protocol", "metric", "score", "ci_low", "ci_high", "n_test")
 CSV_KEYS = (
     "task", "model", "method", "n_train", "n_train_actual", "seed", "protocol", "metric", "score", "ci_low",
     "ci_high", "n_test", "seconds_embed", "seconds_fit", "seconds_score", "posix_time",
@@ -42,7 +43,7 @@ def load(db: Path | str) -> list[dict]:
     db = Path(db)
     if not db.is_file():
         raise BiobenchError(f"No results database at {db}. Run `biobench run CONFIG.toml` first, or pass --db.")
-    with Store(db) as store:
+    with Store(db, readonly=True) as store:
         rows = store.rows()
     for r in rows:
         r["model"] = f"{r['model_org']}:{r['model_ckpt']}"
@@ -113,11 +114,14 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
         )
     # -1 (all) sorts after every explicit size
     out.sort(key=lambda r: (r["task"], r["n_train"] < 0, r["n_train"], -r["score"], r["model"]))
-    rank, prev = 0, None
+    # Competition ranking: equal scores share a rank (1, 1, 3), so a tie never reads as an order.
+    position, rank, prev, prev_score = 0, 0, None, None
     for r in out:
         group = (r["task"], r["n_train"], base_protocol(r["protocol"]))
-        rank = rank + 1 if group == prev else 1
-        prev = group
+        position = position + 1 if group == prev else 1
+        if group != prev or not math.isclose(r["score"], prev_score, rel_tol=0, abs_tol=1e-12):
+            rank = position
+        prev, prev_score = group, r["score"]
         r["rank"] = rank
     return out
 
@@ -192,7 +196,7 @@ tr:nth-child(even) td {{ background: #f4f1e8; }}
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{len(rows)} experiments; scores averaged over seeds, 95% bootstrap intervals averaged over seeds; generated {html.escape(stamp)}.</p>
+<p>{len(rows)} experiments; scores averaged over seeds; 95% intervals combine the test-set bootstrap with the spread across seeds; equal scores share a rank; generated {html.escape(stamp)}.</p>
 <table>
 <thead><tr>{head}</tr></thead>
 <tbody>

@@ -43,9 +43,16 @@ def run_config(exp: Experiment, options, settings: dict, **route) -> dict:
 
 
 def probe_reports(
-    backbone, task_name: str, experiments: Sequence[Experiment], keys: Sequence[ExperimentKey], cfg: Config
+    backbone,
+    task_name: str,
+    experiments: Sequence[Experiment],
+    keys: Sequence[ExperimentKey],
+    cfg: Config,
+    examples: Examples | None = None,
 ) -> Iterator[Report]:
-    """Embed the task's images once with `backbone`, then one Report per experiment as each is ready."""
+    """Embed the task's images once with `backbone`, then one Report per experiment as each is ready.
+
+    `examples`: the task's data when the caller has read it already (to check it before loading a model)."""
     from biobench.cache import FeatureCache
     from biobench.embed import EmbedSettings, get_features
     from biobench.routes import probe
@@ -54,7 +61,7 @@ def probe_reports(
     device = s.resolved_device()
     spec = get_task(task_name)
     options = cfg.task_options_for(task_name)
-    examples = spec.read(options)
+    examples = spec.read(options) if examples is None else examples
     emb = get_features(
         backbone, examples.images, FeatureCache(s.resolved_cache_dir()), EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys)
     )
@@ -75,14 +82,21 @@ def probe_reports(
         seconds_embed = 0.0  # later experiments reuse the features in memory
 
 
-def mllm_reports(client, task_name: str, experiments: Sequence[Experiment], keys: Sequence[ExperimentKey], cfg: Config) -> Iterator[Report]:
+def mllm_reports(
+    client,
+    task_name: str,
+    experiments: Sequence[Experiment],
+    keys: Sequence[ExperimentKey],
+    cfg: Config,
+    examples: Examples | None = None,
+) -> Iterator[Report]:
     """One Report per experiment of an MLLM on the task, as each finishes (answers cached as they arrive)."""
     from biobench.routes import mllm
 
     s = cfg.settings
     spec = get_task(task_name)
     options = cfg.task_options_for(task_name)
-    examples = spec.read(options)
+    examples = spec.read(options) if examples is None else examples
     data_fp = data_fingerprint(examples.images.fingerprint(examples.images.keys(s.cache_keys)), examples)
     for exp, key in zip(experiments, keys, strict=True):
         spent = client.stats.spent_usd

@@ -57,6 +57,17 @@ def _fit(probe: Probe, steps: Sequence[str], x_train, y_train, x_test, seed: int
     return probe(x_train, y_train, x_test, seed=seed, device=device)
 
 
+def _warn_single_class(task: str, train_labels: Sequence[np.ndarray], n_train: int) -> None:
+    """A sub-task trained on one class can only predict that class: say so (the scores mean nothing)."""
+    single = sum(y.ndim == 1 and len(np.unique(y)) < 2 for y in train_labels)
+    if single:
+        logger.warning(
+            "%s at n_train=%d: %d of %d sub-task(s) have a single class among their training examples, so their probe can "
+            "only predict that class and every model scores the same there. Use n_train of at least 2 per class.",
+            task, n_train, single, len(train_labels),
+        )  # fmt: skip
+
+
 def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
     """One experiment of the probe route (or the spec's own `evaluate`)."""
     if spec.evaluate is not None:
@@ -85,6 +96,7 @@ def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.nda
         meta.append((name, train, test))
     if not jobs:
         raise DataError(f"{spec.name}: no sub-task has both training and test examples.")
+    _warn_single_class(spec.name, [labels[train] for _, train, _ in meta], ctx.n_train)
 
     start = time.perf_counter()
     if probe.parallel and ctx.n_jobs > 1 and len(jobs) > 1:
