@@ -15,6 +15,7 @@ images in order reads the shard once, not once per image.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -175,8 +176,14 @@ def table_image_bytes(ref: TableImage) -> bytes:
         st = os.stat(ref.file)
     except FileNotFoundError:
         raise FileNotFoundError(f"Table file not found: {ref.file}") from None
-    table, start = _table_block(str(ref.file), st.st_mtime_ns, st.st_size, ref.column, ref.row)
-    value = table[ref.row - start].as_py() if table is not None else None
+    version = (str(ref.file), st.st_mtime_ns, st.st_size)  # a rewritten file is read anew
+    starts, n_rows = _blocks(*version)
+    if not 0 <= ref.row < n_rows:
+        raise DataError(
+            f"Image {ref}: {ref.file} has {n_rows} rows, so row {ref.row} is not there. Re-read the dataset (its files changed?)."
+        )
+    block = int(np.searchsorted(starts, ref.row, side="right")) - 1
+    value = _table_block(*version, ref.column, block)[ref.row - starts[block]].as_py()
     if not isinstance(value, dict) or not value.get("bytes"):
         path = value.get("path") if isinstance(value, dict) else None
         if not path:
@@ -186,34 +193,45 @@ def table_image_bytes(ref: TableImage) -> bytes:
     return value["bytes"]
 
 
-@functools.lru_cache(maxsize=4)
-def _table_block(file: str, mtime_ns: int, size: int, column: str, row: int):
-    """(the image column's values of the block holding `row`, the block's first row); cached per process.
+def _is_parquet(file: str) -> bool:
+    return file.endswith(".parquet")
 
-    Parquet: the row group holding `row`. Arrow IPC: the whole file, memory-mapped (no copy).
-    `mtime_ns` and `size` are part of the cache key, so a rewritten file is read anew."""
-    import pyarrow as pa
-    import pyarrow.ipc
+
+@functools.lru_cache(maxsize=256)
+def _blocks(file: str, mtime_ns: int, size: int) -> tuple[np.ndarray, int]:
+    """(first row of each block, number of rows) of a table file: parquet row groups, or one block per Arrow file."""
     import pyarrow.parquet as pq
 
+    with _reading(file):
+        if _is_parquet(file):
+            meta = pq.ParquetFile(file).metadata
+            counts = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            return np.cumsum([0, *counts[:-1]]), int(sum(counts))
+        return np.zeros(1, dtype=np.int64), read_arrow(file).num_rows
+
+
+@functools.lru_cache(maxsize=4)
+def _table_block(file: str, mtime_ns: int, size: int, column: str, block: int):
+    """The image column's values in block `block` of a table file (a parquet row group, or a whole
+    memory-mapped Arrow file, no copy); the last few blocks are kept per process."""
+    import pyarrow.parquet as pq
+
+    with _reading(file):
+        if _is_parquet(file):
+            return pq.ParquetFile(file).read_row_group(block, columns=[column]).column(column)
+        return read_arrow(file, [column]).column(column)
+
+
+@contextlib.contextmanager
+def _reading(file: str):
+    import pyarrow as pa
+
     try:
-        if file.endswith(".parquet"):
-            pf = pq.ParquetFile(file)
-            start = 0
-            for g in range(pf.metadata.num_row_groups):
-                n = pf.metadata.row_group(g).num_rows
-                if row < start + n:
-                    return pf.read_row_group(g, columns=[column]).column(column), start
-                start += n
-            raise DataError(f"{file} has {start} rows; row {row} is not there. Re-read the dataset (its files changed?).")
-        table = read_arrow(file, [column])
-    except (pa.ArrowInvalid, OSError, KeyError) as err:
+        yield
+    except (pa.ArrowException, OSError, KeyError) as err:
         raise DataError(
             f"Cannot read images from {file}: {err}. The file is damaged or not a parquet / Arrow file; re-download it."
         ) from None
-    if row >= table.num_rows:
-        raise DataError(f"{file} has {table.num_rows} rows; row {row} is not there. Re-read the dataset (its files changed?).")
-    return table.column(column), 0
 
 
 def read_arrow(file: str | Path, columns: Sequence[str] | None = None):
