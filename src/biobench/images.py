@@ -210,10 +210,11 @@ def _blocks(file: str, mtime_ns: int, size: int) -> tuple[np.ndarray, int]:
         return np.zeros(1, dtype=np.int64), read_arrow(file).num_rows
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _table_block(file: str, mtime_ns: int, size: int, column: str, block: int):
     """The image column's values in block `block` of a table file (a parquet row group, or a whole
-    memory-mapped Arrow file, no copy); the last few blocks are kept per process."""
+    memory-mapped Arrow file, no copy); the last two are kept per process (a DataLoader worker
+    reads its consecutive batches from one or two blocks at a time)."""
     import pyarrow.parquet as pq
 
     with _reading(file):
