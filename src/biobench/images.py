@@ -219,7 +219,7 @@ def _table_block(file: str, mtime_ns: int, size: int, column: str, block: int):
 
     with _reading(file):
         if _is_parquet(file):
-            return pq.ParquetFile(file).read_row_group(block, columns=[column]).column(column)
+            return pq.ParquetFile(file, memory_map=True).read_row_group(block, columns=[column], use_threads=False).column(column)
         return read_arrow(file, [column]).column(column)
 
 
