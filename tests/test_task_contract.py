@@ -35,6 +35,8 @@ TASKS = task_names()
 SPECIAL_DOWNLOADS = {
     "hybrids": "its last step fetches every image its CSVs list from Zenodo; "
     "tests/test_challenge_hybrids.py::test_download_lays_out_the_task_and_checks_md5 serves those too",
+    "imagenet": "gated on the Hugging Face Hub: its download prints the login steps (tests/test_task_imagenet.py)",
+    "rarespecies": "fetched with the Hugging Face Hub's client: its download prints the steps (tests/test_task_rarespecies.py)",
 }
 
 

@@ -4,11 +4,17 @@ An image is smooth random colour noise; its class shifts the mean colour towards
 class-specific hue and overlays stripes of a class-specific frequency and angle. Colour
 histograms (`builtin:pixel-stats`) pick the signal up easily, so tests can demand
 accuracy well above chance, and near chance once labels are shuffled.
+
+`hf_table`, `write_hf_parquet` and `write_hf_saved` write Hugging Face datasets (images
+inside the tables) in the Hub's parquet layout and in `save_to_disk`'s, without `datasets`.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +52,53 @@ def save_jpeg(img: Image.Image, path: Path) -> tuple[int, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="JPEG", quality=90)
     return img.height, img.width
+
+
+def jpeg_bytes(img: Image.Image) -> bytes:
+    """The image encoded as JPEG (quality 90), as Hugging Face image columns store it."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def hf_table(images: Sequence[Image.Image], names: Sequence[str], columns: Mapping[str, Sequence], image: str = "image"):
+    """A pyarrow table as `datasets` writes one: `image` a struct {bytes: JPEG, path: names[i]}, then `columns`."""
+    import pyarrow as pa
+
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    data = {image: pa.array([{"bytes": jpeg_bytes(im), "path": n} for im, n in zip(images, names)], type=struct)}
+    return pa.table({**data, **{k: pa.array(list(v)) for k, v in columns.items()}})
+
+
+def write_hf_parquet(table, root: Path, split: str, *, n_shards: int, features: Mapping, row_group_size: int = 8) -> None:
+    """Write `table` as the Hub's parquet shards `root/data/<split>-0000i-of-0000n.parquet` (features in the metadata)."""
+    import pyarrow.parquet as pq
+
+    meta = {b"huggingface": json.dumps({"info": {"features": dict(features)}}).encode()}
+    bounds = np.linspace(0, table.num_rows, n_shards + 1).astype(int)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for i in range(n_shards):
+        part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
+        pq.write_table(part.replace_schema_metadata(meta), root / "data" / f"{split}-{i:05d}-of-{n_shards:05d}.parquet",
+                       row_group_size=row_group_size)  # fmt: skip
+
+
+def write_hf_saved(tables: Mapping[str, object], root: Path, *, n_shards: int, features: Mapping) -> None:
+    """Write a DatasetDict as `save_to_disk` does: dataset_dict.json, and per split state.json,
+    dataset_info.json and Arrow IPC stream shards `data-0000i-of-0000n.arrow`."""
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_dict.json").write_text(json.dumps({"splits": list(tables)}))
+    for split, table in tables.items():
+        folder = root / split
+        folder.mkdir(exist_ok=True)
+        bounds = np.linspace(0, table.num_rows, n_shards + 1).astype(int)
+        names = [f"data-{i:05d}-of-{n_shards:05d}.arrow" for i in range(n_shards)]
+        for i, name in enumerate(names):
+            with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), max_chunksize=8)
+        state = {"_data_files": [{"filename": n} for n in names], "_fingerprint": "fixture", "_split": split}
+        (folder / "state.json").write_text(json.dumps(state))
+        (folder / "dataset_info.json").write_text(json.dumps({"features": dict(features), "splits": {split: {"name": split}}}))

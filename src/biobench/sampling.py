@@ -50,3 +50,13 @@ def training_rows(labels: np.ndarray, rows: Int[np.ndarray, " m"], n_train: int,
     """The seeded class-balanced sample of `n_train` of `rows` for sub-task `name` (multi-hot labels: a uniform sample)."""
     strata = labels[rows] if labels.ndim == 1 else np.zeros(len(rows), dtype=np.int64)
     return rows[balanced_sample(strata, n_train, task_rng(seed, name))]
+
+
+def per_class(labels: Int[np.ndarray, " m"], k: int, rng: np.random.Generator) -> Int[np.ndarray, " j"]:
+    """Indices of `k` examples of every class (all of a class that has at most `k`), drawn without replacement.
+
+    Classes are visited in sorted order, so the draw depends only on the labels, `k` and
+    the generator; the result is sorted. For k-shot splits (Rare Species): these train, the rest test."""
+    labels = np.asarray(labels)
+    chosen = [rng.choice(pool, size=min(k, len(pool)), replace=False) for pool in (np.flatnonzero(labels == c) for c in np.unique(labels))]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
