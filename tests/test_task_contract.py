@@ -35,6 +35,8 @@ TASKS = task_names()
 SPECIAL_DOWNLOADS = {
     "hybrids": "its last step fetches every image its CSVs list from Zenodo; "
     "tests/test_challenge_hybrids.py::test_download_lays_out_the_task_and_checks_md5 serves those too",
+    "ecdysis": "its metadata link is read from the collection's download page, then every image is fetched; "
+    "tests/test_task_ecdysis.py::test_download_reads_the_page_link_and_fetches_every_image serves those",
 }
 
 

@@ -9,6 +9,7 @@ accuracy well above chance, and near chance once labels are shuffled.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,18 @@ def save_jpeg(img: Image.Image, path: Path) -> tuple[int, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="JPEG", quality=90)
     return img.height, img.width
+
+
+def save_mp4(frames: Sequence[Image.Image], path: Path, *, fps: int = 10) -> None:
+    """Write `frames` (RGB, equal even sizes) as an H.264 MP4 with PyAV (creating folders)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "18"}
+        for img in frames:
+            out.mux(stream.encode(av.VideoFrame.from_image(img)))
+        out.mux(stream.encode(None))
