@@ -37,6 +37,8 @@ SPECIAL_DOWNLOADS = {
     "tests/test_challenge_hybrids.py::test_download_lays_out_the_task_and_checks_md5 serves those too",
     "imagenet": "gated on the Hugging Face Hub: its download prints the login steps (tests/test_task_imagenet.py)",
     "rarespecies": "fetched with the Hugging Face Hub's client: its download prints the steps (tests/test_task_rarespecies.py)",
+    "ecdysis": "its metadata link is read from the collection's download page, then every image is fetched; "
+    "tests/test_task_ecdysis.py::test_download_reads_the_page_link_and_fetches_every_image serves those",
 }
 
 

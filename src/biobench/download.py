@@ -15,6 +15,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import logging
 import os
 import pathlib
 import tarfile
@@ -118,6 +119,42 @@ def fetch(
     # Atomic on one filesystem: `dest` never exists half-written.
     os.replace(part, dest)
     return dest
+
+
+def fetch_many(what: str, jobs: Sequence[tuple[str, pathlib.Path, str | None]], *, workers: int = 1) -> None:
+    """`fetch` every (url, dest, md5) of `jobs` on `workers` threads, with one progress line for all of them.
+
+    Files already present (and matching their md5) are kept, so an interrupted run resumes.
+    Failures do not stop the others; at the end they are one `DataError` that counts them,
+    shows a few and says to rerun.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(job: tuple[str, pathlib.Path, str | None]) -> str | None:
+        url, dest, md5 = job
+        try:
+            fetch(url, dest, md5=md5 or None, desc=pathlib.Path(dest).name)
+        except DataError as err:
+            return f"{pathlib.Path(dest).name}: {err}"
+        return None
+
+    per_file = logging.getLogger("biobench.progress")  # one line for thousands of small files, not one per file
+    level = per_file.level
+    per_file.setLevel(logging.WARNING)
+    failed, last = [], time.monotonic()
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for i, err in enumerate(pool.map(one, jobs)):
+                if err is not None:
+                    failed.append(err)
+                if time.monotonic() - last > 15 or i + 1 == len(jobs):
+                    last = time.monotonic()
+                    logging.getLogger(__name__).info("%s: %d / %d (%d failed)", what, i + 1, len(jobs), len(failed))
+    finally:
+        per_file.setLevel(level)
+    if failed:
+        shown = "\n  ".join(failed[:5])
+        raise DataError(f"{len(failed)} of {len(jobs)} {what} failed to download, e.g.\n  {shown}\nRerun the same command to retry them.")
 
 
 def _download_once(url: str, part: pathlib.Path, *, desc: str, chunk_bytes: int, timeout_s: float) -> None:

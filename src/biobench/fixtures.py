@@ -102,3 +102,18 @@ def write_hf_saved(tables: Mapping[str, object], root: Path, *, n_shards: int, f
         state = {"_data_files": [{"filename": n} for n in names], "_fingerprint": "fixture", "_split": split}
         (folder / "state.json").write_text(json.dumps(state))
         (folder / "dataset_info.json").write_text(json.dumps({"features": dict(features), "splits": {split: {"name": split}}}))
+
+
+def save_mp4(frames: Sequence[Image.Image], path: Path, *, fps: int = 10) -> None:
+    """Write `frames` (RGB, equal even sizes) as an H.264 MP4 with PyAV (creating folders)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "18"}
+        for img in frames:
+            out.mux(stream.encode(av.VideoFrame.from_image(img)))
+        out.mux(stream.encode(None))

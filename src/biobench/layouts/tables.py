@@ -21,16 +21,27 @@ from biobench.layouts import missing_data, require_files
 logger = logging.getLogger(__name__)
 
 
-def read_csv(task: str, data: Path, path: Path, required: Sequence[str], *, separator: str = ",") -> pl.DataFrame:
-    """The CSV at `path`, all columns as strings plus `_line`, with `required` columns checked by name."""
+def read_csv(
+    task: str, data: Path, path: Path, required: Sequence[str], *, separator: str = ",", names: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """The CSV at `path`, all columns as strings plus `_line`, with `required` columns checked by name.
+
+    `names`: the file has no header line and these are its columns (a row with another
+    number of fields is a `DataError` naming its line); its first row is then line 1.
+    """
     if not Path(path).is_file():
         raise missing_data(task, data, Path(path))
     try:
-        df = pl.read_csv(path, separator=separator, infer_schema=False)
+        if names is None:
+            df = pl.read_csv(path, separator=separator, infer_schema=False)
+        else:
+            df = pl.read_csv(path, separator=separator, infer_schema=False, has_header=False, new_columns=list(names))
     except Exception as err:
         raise DataError(f"{task}: cannot parse {path}: {err}") from None
+    if names is not None and len(df.columns) != len(names):
+        raise DataError(f"{task}: {path} has {len(df.columns)} fields per line; expected {len(names)} ({', '.join(names)}).")
     require_columns(task, df, path, required)
-    return df.with_row_index("_line", offset=2)
+    return df.with_row_index("_line", offset=2 if names is None else 1)
 
 
 def require_columns(task: str, df: pl.DataFrame, path: Path, required: Sequence[str]) -> None:

@@ -46,7 +46,6 @@ from biobench import fixtures, stats
 from biobench.challenge import scoring
 from biobench.challenge.data import read_training_csv
 from biobench.download import Resource
-from biobench.errors import DataError
 from biobench.evaluation import EvalContext, TaskReport
 from biobench.examples import Examples, one_per_image
 from biobench.images import ImageSet
@@ -335,28 +334,7 @@ def download_images(root: Path) -> None:
     for split, csv_name in REFERENCE_CSV.items():
         ref = pl.read_csv(root / csv_name, infer_schema=False)
         jobs += [(split, f, u, None) for f, u in zip(ref["filename"], ref["file_url"])]
-    failed = []
-    # One progress line for thousands of small files, not one per file.
-    per_file = logging.getLogger("biobench.progress")
-    level = per_file.level
-    per_file.setLevel(logging.WARNING)
-    last = time.monotonic()
-    try:
-        for i, (split, filename, url, md5) in enumerate(jobs):
-            try:
-                dl.fetch(url, root / split / filename, md5=md5 or None, desc=filename)
-            except DataError as err:
-                failed.append(f"{split}/{filename}: {err}")
-            if time.monotonic() - last > 15:
-                last = time.monotonic()
-                logger.info("hybrids images: %d / %d (%d failed)", i + 1, len(jobs), len(failed))
-    finally:
-        per_file.setLevel(level)
-    if failed:
-        shown = "\n  ".join(failed[:5])
-        raise DataError(
-            f"{len(failed)} of {len(jobs)} hybrids images failed to download, e.g.\n  {shown}\nRerun the same command to retry them."
-        )
+    dl.fetch_many("hybrids images", [(u, root / split / f, m) for split, f, u, m in jobs])
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES,
