@@ -289,3 +289,11 @@ def test_every_probe_has_a_short_name():
     names = [c.display_name() for c in classes if c is not probes.Probe]
     assert len(names) == len(set(names)) and all(n and n == n.lower() and " " not in n for n in names)
     assert set(user.PROBES) == {"ridge", "logistic", "simpleshot", "knn", "svm"}
+
+
+def test_fixture_command_writes_a_declared_tasks_layout(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(table_text("mymoths", {"layout": "csv", "csv": "meta.csv", "columns": {"label": "species"}}))
+    assert cli.main(["fixture", "mymoths", "--dir", str(tmp_path / "d"), "--config", str(cfg)]) == 0
+    assert (tmp_path / "d" / "meta.csv").read_text().startswith("file,species,split\n")
+    assert len(get_task("mymoths").read(user.Options(tmp_path / "d")).images) == 52

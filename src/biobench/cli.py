@@ -146,7 +146,7 @@ def demo(out: Path = Path("biobench-demo")) -> int:
     return 130 if summary.interrupted else (1 if summary.failed else 0)
 
 
-def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_labels: bool = False) -> int:
+def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_labels: bool = False, config: Path | None = None) -> int:
     """Write a small generated dataset in a task's real on-disk format.
 
     Args:
@@ -154,8 +154,14 @@ def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_l
         dir: Directory to write (created if needed).
         seed: Seeds the images, ids and labels.
         shuffle_labels: Permute labels so that no image carries its label's signal (a chance-level control).
+        config: A config whose plugins and [tasks.NAME] tables define the task (an example of your table's layout).
     """
     from biobench.tasks import get_task
+
+    if config is not None:
+        from biobench.config import data_dirs
+
+        data_dirs(config)  # imports its plugins, registers its [tasks.NAME] tables
 
     get_task(task).fixture(dir, seed=seed, shuffle_labels=shuffle_labels)
     print(f"Wrote a generated {task} dataset to {dir}")

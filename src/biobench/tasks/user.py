@@ -31,7 +31,8 @@ reused) and `citation`. Every path is relative to the data directory.
   directory), `crop` (default false; true cuts each annotation's bbox out of its image).
 
 The table registers a `TaskSpec` when the config is loaded (`biobench.config`), which then
-runs like a built-in task: `biobench run`, `--dry-run`, `report`, `biobench tasks --config`.
+runs like a built-in task: `biobench run`, `--dry-run`, `report`, `biobench tasks --config`,
+`biobench fixture NAME --config` (a small generated dataset in the table's layout and names).
 Its protocol id is `NAME/vVERSION#HASH`, HASH over the table with its defaults filled in
 (not `data`, `kind` or `citation`), so two different tables never share a result and one
 table reuses its results from any config. A mistake in the table is a `ConfigError` naming
