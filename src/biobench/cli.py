@@ -68,14 +68,51 @@ def report(
     return 0
 
 
-def tasks() -> int:
-    """List the tasks biobench can run, with the routes they support."""
+def tasks(config: Path | None = None) -> int:
+    """List every task: kind, probe, headline metric, routes, and whether its data is found.
+
+    Args:
+        config: A config file: its plugins and [tasks.NAME] tables add tasks, and its [data] (or a table's data)
+            gives the directory checked; a task it does not place is looked for at data/TASK in this directory.
+    """
+    from biobench.config import data_dirs
     from biobench.tasks import get_task, task_names
 
+    dirs = data_dirs(config) if config is not None else {}
+    rows = [("task", "kind", "probe", "metric", "routes", "data", "")]
     for name in task_names():
         spec = get_task(name)
-        print(f"{name:<12} [{', '.join(spec.routes)}]  {spec.summary}")
+        routes = f"[{', '.join(spec.routes)}]"
+        rows.append((name, spec.kind, _probe_name(spec), spec.metric.name, routes, _data_status(name, dirs), spec.summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        print(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[6]).rstrip())
     return 0
+
+
+def _probe_name(spec) -> str:
+    """The probe's short name; a probe the options pick is shown for the default options."""
+    from biobench.probes import Probe
+
+    if spec.probe is None:
+        return "custom" if spec.evaluate is not None else "-"
+    if isinstance(spec.probe, Probe):
+        return spec.probe.display_name()
+    try:
+        return spec.probe_for(spec.options(data=Path("data") / spec.name)).display_name()
+    except Exception:  # options without defaults: the chooser's declared return type, if any
+        import typing
+
+        ret = typing.get_type_hints(spec.probe).get("return")
+        return ret.display_name() if isinstance(ret, type) and issubclass(ret, Probe) else "(options)"
+
+
+def _data_status(name: str, dirs) -> str:
+    """'found PATH' / 'not found PATH' / 'skipped' for the directory a config gives, else data/NAME."""
+    if name in dirs and dirs[name] is None:
+        return 'skipped ("" in [data])'
+    path = dirs.get(name) or Path("data") / name
+    return f"{'found' if path.is_dir() else 'not found'}: {path}"
 
 
 def models() -> int:
@@ -109,7 +146,7 @@ def demo(out: Path = Path("biobench-demo")) -> int:
     return 130 if summary.interrupted else (1 if summary.failed else 0)
 
 
-def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_labels: bool = False) -> int:
+def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_labels: bool = False, config: Path | None = None) -> int:
     """Write a small generated dataset in a task's real on-disk format.
 
     Args:
@@ -117,8 +154,14 @@ def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_l
         dir: Directory to write (created if needed).
         seed: Seeds the images, ids and labels.
         shuffle_labels: Permute labels so that no image carries its label's signal (a chance-level control).
+        config: A config whose plugins and [tasks.NAME] tables define the task (an example of your table's layout).
     """
     from biobench.tasks import get_task
+
+    if config is not None:
+        from biobench.config import data_dirs
+
+        data_dirs(config)  # imports its plugins, registers its [tasks.NAME] tables
 
     get_task(task).fixture(dir, seed=seed, shuffle_labels=shuffle_labels)
     print(f"Wrote a generated {task} dataset to {dir}")

@@ -18,6 +18,12 @@ newt = "/data/newt"
 
 [newt]                           # task options
 include_clusters = ["appearance"]
+
+[tasks.mybirds]                  # your own dataset as a task, no code (biobench.tasks.user)
+layout = "folders"
+data = "data/mybirds"
+probe = "ridge"
+metric = "accuracy"
 ```
 
 Relative paths are resolved against the config file's directory, so a config means the
@@ -199,6 +205,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{where.at('plugins')}: 'plugins' must be a list of module names or .py paths.")
     load_plugins(plugins, base)
+    declared = declare_tasks(raw, where, base)
     known_tasks = tasks.task_names()
 
     models_raw = raw.pop("models", None)
@@ -225,6 +232,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         if not d.is_dir():
             raise ConfigError(f"{where.at(task, 'data')}: [data] {task} = '{value}': {missing_data(task, d)}")
         data[task] = d
+    data.update(_declared_data(declared, data_raw, where))
 
     task_options: dict[str, dict[str, object]] = {}
     for name in [k for k in raw if k in known_tasks]:
@@ -262,7 +270,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     settings_kwargs = {}
     for key, value in raw.items():
         if key not in settings_fields:
-            known = sorted([*settings_fields, *GRID_AXES, "models", "data", *known_tasks])
+            known = sorted([*settings_fields, *GRID_AXES, "models", "data", "tasks", *known_tasks])
             raise ConfigError(f"{where.at(key)}: unknown key '{key}'{_suggest(key, known)}. Known keys: {', '.join(known)}.")
         if isinstance(value, list) and typing.get_origin(hints[key]) is not tuple:
             raise ConfigError(f"{where.at(key)}: '{key}' is a run-wide setting and cannot be a list (grid axes: n_train, seeds).")
@@ -284,6 +292,74 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         )
     )
     return Config(experiments, data, task_options, settings, source)
+
+
+def declare_tasks(raw: dict, where: _Where, base: Path) -> dict[str, Path | None]:
+    """Pop the `[tasks.NAME]` tables (your own datasets, `biobench.tasks.user`), register each as a task; NAME -> its `data`."""
+    from biobench.tasks import user
+
+    tables = raw.pop("tasks", {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise ConfigError(
+            f"{where.at('tasks')}: 'tasks' holds one table per task of your own: [tasks.NAME] with layout, data, probe, metric."
+        )
+    out = {}
+    for name, table in tables.items():
+        if name in raw:
+            raise ConfigError(
+                f"{where.at(name)}: [{name}] and [tasks.{name}] are both given; put every key of your task in [tasks.{name}]."
+            )
+        decl = user.declare(
+            name, table, base, at=lambda key, n=name: where.at(key, f"tasks.{n}") if key else where.at(f"tasks.{n}", "tasks")
+        )
+        out[name] = decl.data
+    return out
+
+
+def _declared_data(declared: Mapping[str, Path | None], data_raw: Mapping[str, object], where: _Where) -> dict[str, Path]:
+    """The data directory of each declared task that [data] does not name (there, [data] wins; "" skips the task)."""
+    out = {}
+    for name, d in declared.items():
+        if name in data_raw:
+            continue
+        if d is None:
+            raise ConfigError(
+                f"{where.at(f'tasks.{name}', 'tasks')}: [tasks.{name}] has no data; give data = DIR in it, or {name} = DIR under [data]."
+            )
+        if not d.is_dir():
+            raise ConfigError(
+                f"{where.at('data', f'tasks.{name}')}: [tasks.{name}] data: directory {d} does not exist; point it at your dataset."
+            )
+        out[name] = d
+    return out
+
+
+def data_dirs(path: Path | str) -> dict[str, Path | None]:
+    """Task -> the dataset directory a config gives it (None: `""`, skipped), existing or not (`biobench tasks --config`).
+
+    As `load`, it imports the config's plugins and registers its `[tasks.NAME]` tables; it checks nothing else.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"Cannot read config file {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    from biobench.plugins import load_plugins
+
+    where, base = _Where(path, text), path.parent.resolve()
+    plugins = raw.get("plugins", [])
+    load_plugins([p for p in plugins if isinstance(p, str)] if isinstance(plugins, list) else [], base)
+    out: dict[str, Path | None] = {name: d for name, d in declare_tasks(raw, where, base).items() if d is not None}
+    data_raw = raw.get("data", {})
+    for task, value in (data_raw if isinstance(data_raw, dict) else {}).items():
+        if isinstance(value, str):
+            out[task] = _resolve(value, base) if value else None
+    return out
 
 
 def _check_model(m: Model, table: Mapping[str, object], where: _Where, name: str) -> None:

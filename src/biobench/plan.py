@@ -1,6 +1,7 @@
 """Planning: the grid's (task, experiment) pairs, their keys and what a run will do with each.
 
-The protocol id is written here and nowhere else: `NAME/vVERSION`, then `+HASH` of the
+The protocol id is written here and nowhere else: `NAME/vVERSION`, then `#HASH` of the
+definition of a task declared in a config (`[tasks.NAME]`), then `+HASH` of the
 task options changed from their defaults, then for MLLMs `|mllm-PROMPTING`, `+HASH` of any
 other answer-shaping knob changed from its default, and `+debug` for debug runs. It is
 part of every experiment key, so two protocols never share (or skip) a result.
@@ -40,8 +41,9 @@ def _digest(changed: dict, n: int) -> str:
 
 
 def task_protocol(spec: TaskSpec, options=None) -> str:
-    """`NAME/vVERSION`, plus a short hash of any option changed from its default (the data dir is not an option)."""
-    base = f"{spec.name}/v{spec.version}"
+    """`NAME/vVERSION`, `#DEFINITION` for a declared task, plus a short hash of any option changed from its
+    default (the data dir is not an option)."""
+    base = f"{spec.name}/v{spec.version}" + (f"#{spec.definition}" if spec.definition else "")
     if options is None:
         return base
     changed = {}

@@ -29,7 +29,8 @@ class Annotation:
 
     id: str
     path: Path
-    category: str
+    category: str | None
+    """The category's name (its id where `categories` has none); None when the annotation has no category_id."""
     name: str | None
     """The annotation's `name` (an individual, in re-identification sets), if any."""
     crop: Crop | None
@@ -74,7 +75,13 @@ def read_coco(task: str, data: Path, json_path: Path, images_dir: Path, *, crop:
             box = _bbox(task, json_path, ann.get("bbox"), where)
         name = ann.get("name")
         out.append(
-            Annotation(str(ann["id"]), images[ann["image_id"]], categories.get(cat, str(cat)), None if name is None else str(name), box)
+            Annotation(
+                str(ann["id"]),
+                images[ann["image_id"]],
+                None if cat is None else categories.get(cat, str(cat)),
+                None if name is None else str(name),
+                box,
+            )
         )
     if not out:
         raise DataError(f"{task}: {json_path} has no annotations.")

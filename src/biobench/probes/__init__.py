@@ -54,6 +54,13 @@ class Probe:
     """Re-identification: called with x_test = x_train, each row predicted from the others."""
     parallel: ClassVar[bool] = False
     """Sub-tasks may be fitted in parallel worker processes (single-threaded scikit-learn work)."""
+    short_name: ClassVar[str] = ""
+    """Display name (`biobench tasks`; a `[tasks.NAME]` table's `probe = ...`); default: the class name, lower-cased."""
+
+    @classmethod
+    def display_name(cls) -> str:
+        """`short_name`, or the class name lower-cased for a probe that sets none."""
+        return cls.short_name or cls.__name__.lower()
 
     def __call__(
         self,
@@ -79,6 +86,8 @@ def _constant(y_train: np.ndarray, m: int) -> Predictions | None:
 class Svm(Probe):
     """NeWT's SVC protocol (`biobench.probes.svm`)."""
 
+    short_name: ClassVar[str] = "svm"
+
     min_train: int = 10
     """Below this many training examples: a plain linear SVC instead of the search."""
     min_per_class: int = 0
@@ -96,6 +105,8 @@ class Svm(Probe):
 @dataclasses.dataclass(frozen=True)
 class Ridge(Probe):
     """One-vs-rest ridge classifier with alpha chosen by cross-validation (`biobench.probes.ridge`)."""
+
+    short_name: ClassVar[str] = "ridge"
 
     class_weight: Literal["balanced"] | None = None
     """'balanced' weights classes inversely to their frequency (plankton, Pl@ntNet)."""
@@ -128,6 +139,8 @@ class Ridge(Probe):
 class SimpleShot(Probe):
     """Centre on the training mean, L2-normalise, nearest centroid (`biobench.probes.simpleshot`)."""
 
+    short_name: ClassVar[str] = "simpleshot"
+
     def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
         from biobench.probes import simpleshot
 
@@ -137,6 +150,8 @@ class SimpleShot(Probe):
 @dataclasses.dataclass(frozen=True)
 class Knn(Probe):
     """Majority label of the k nearest training examples (`biobench.probes.knn`)."""
+
+    short_name: ClassVar[str] = "knn"
 
     k: int = 1
     """Neighbours that vote."""
@@ -153,6 +168,8 @@ class Knn(Probe):
 class LeaveOneOutKnn(Knn):
     """Re-identification: each example gets the label of its nearest OTHER example(s)."""
 
+    short_name: ClassVar[str] = "knn-loo"
+
     leave_one_out: ClassVar[bool] = True
 
     def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
@@ -165,6 +182,8 @@ class LeaveOneOutKnn(Knn):
 @dataclasses.dataclass(frozen=True)
 class ExemplarSvm(Probe):
     """Leopard's exemplar SVMs: each example's label is that of the other example its SVM ranks first."""
+
+    short_name: ClassVar[str] = "exemplar-svm"
 
     c: float = 0.1
     """LinearSVC's C."""
@@ -187,6 +206,8 @@ class ExemplarSvm(Probe):
 class Logistic(Probe):
     """L2-regularised logistic regression (`biobench.probes.logistic`); scores are class probabilities."""
 
+    short_name: ClassVar[str] = "logistic"
+
     c: float = 1.0
     """Inverse regularisation strength, as scikit-learn's C."""
 
@@ -203,6 +224,8 @@ class Logistic(Probe):
 @dataclasses.dataclass(frozen=True)
 class Mlp(Probe):
     """Multi-label MLP (`biobench.probes.mlp`): y is (n, k) multi-hot; scores are per-trait probabilities."""
+
+    short_name: ClassVar[str] = "mlp"
 
     hidden: int = 512
     """Hidden layer width."""
@@ -228,6 +251,8 @@ class HybridDetector(Probe):
     Labels are 1 = hybrid; scores are the log-odds of hybrid (what the challenge ranks; they
     never saturate the way probabilities do).
     """
+
+    short_name: ClassVar[str] = "hybrid-detector"
 
     kind: Literal["svc", "sgd"] = "svc"
     """'svc': RBF SVC with Platt probabilities; 'sgd': logistic regression by SGD."""

@@ -65,6 +65,9 @@ class TaskSpec:
     """False for tasks without a training set to shrink (leave-one-out re-identification): they run once, at n_train = -1."""
     kind: str = "classification"
     """One of `KINDS`: classification, re-identification, traits, behaviour, detection."""
+    definition: str = ""
+    """A hash of the task's definition where it is data, not code (a config's `[tasks.NAME]` table,
+    `biobench.tasks.user`): part of the protocol id, so two different tables never share a result."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "|" in self.name:
