@@ -113,12 +113,12 @@ def test_task_scores_the_fixture_well_and_shuffled_labels_poorly(hybrids_dir, tm
     board = good.sub_scores["leaderboard"]
     assert list(board) == list(scoring.LEADERBOARD_KEYS)
     assert all(v["ci_low"] <= v["score"] + 1e-12 and v["score"] <= v["ci_high"] + 1e-12 for v in board.values())
-    # Per-example predictions are P(hybrid), and the stored metric is a function of them.
+    # Per-example predictions are the log-odds of hybrid (finite, never saturated), and the stored metric is a function of them.
     info = good.example_info
     p = np.asarray(good.example_scores)
     y = np.array([i["label"] for i in info])
     g = np.array([scoring.GROUPS.index(i["group"]) for i in info])
-    assert ((p >= 0) & (p <= 1)).all()
+    assert np.isfinite(p).all() and (p < 0).any() and (p > 0).any()
     assert scoring.challenge_metrics(p, y, g)["challenge_score"][0] == pytest.approx(good.score)
 
 
