@@ -20,8 +20,9 @@ DIR/train/<filename>, DIR/val/<filename>, DIR/test/<filename>
 
 Protocol: every image is embedded once; a probe (`biobench.probes.HybridDetector`, i.e. `biobench.challenge.classifier`:
 standardise, then an RBF SVC with Platt probabilities or a logistic SGD, classes
-balanced) is fit on the training features and gives P(hybrid) for each image of the
-evaluation split; the score is the challenge metric (`biobench.challenge.scoring`), whose
+balanced) is fit on the training features and scores each image of the evaluation split
+by its log-odds of hybrid (P(hybrid) saturates at 1.0, and ties at the top can zero the
+recall at a threshold); the score is the challenge metric (`biobench.challenge.scoring`), whose
 headline is `challenge_score`, the harmonic mean of the major, minor and mimic recalls at
 the 95%-non-hybrid-recall thresholds. With `n_train >= 0` the training set is a seeded
 class-balanced sample. Every leaderboard metric gets a 95% bootstrap interval. The
@@ -117,7 +118,7 @@ def read(cfg: Options) -> Examples:
 
 
 def evaluate(cfg: Options, examples: Examples, features: Float[np.ndarray, "n d"], ctx: EvalContext) -> TaskReport:
-    """P(hybrid) from the probe, then every leaderboard metric with a stratified bootstrap interval."""
+    """Log-odds of hybrid from the probe, then every leaderboard metric with a stratified bootstrap interval."""
     table = examples.table
     x = np.asarray(features, dtype=np.float64)[table["image"].to_numpy()]
     labels = examples.labels()
