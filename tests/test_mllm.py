@@ -525,3 +525,18 @@ def test_python_api_evaluates_an_mllm_and_caches_its_answers(mllm_server, newt_d
     assert [r["method"] for r in report.load(tmp_path / "r.sqlite")] == ["mllm"]
     with pytest.raises(ConfigError, match="no mllm route"):
         biobench.evaluate(model, "hybrids", newt_dir)
+
+
+def test_a_refused_connection_says_so(newt_dir):
+    """litellm reports a refused connection as an HTTP 500; the failure must say nothing is listening."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    class Nowhere:
+        url = f"http://127.0.0.1:{port}/v1"
+
+    with pytest.raises(BiobenchError, match=f"cannot connect to http://127.0.0.1:{port}/v1 \\(is the server running"):
+        run_newt(Nowhere, newt_dir, n_train=0, tasks=TWO_TASKS[:1], max_retries=1, debug=True)

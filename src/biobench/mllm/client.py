@@ -360,6 +360,9 @@ class Client:
         status = getattr(err, "status_code", None)
         text = redact(str(err), self._api_key)
         reason = f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + f": {text}"
+        if _cannot_connect(err):  # litellm reports a refused connection as an HTTP 500 from the server
+            where = self.model.base_url or f"the {self.model.org} API"
+            reason = f"cannot connect to {where} (is the server running, and is base_url right?): {text}"
         reason = reason[:500]
         retryable_types = (lm.Timeout, lm.APIConnectionError, lm.RateLimitError, lm.InternalServerError, lm.ServiceUnavailableError, lm.BadGatewayError)  # fmt: skip
         if isinstance(err, lm.ContextWindowExceededError):
@@ -369,3 +372,18 @@ class Client:
         if isinstance(err, json.JSONDecodeError):
             return _Retry(reason)
         return _Fail(reason)
+
+
+def _cannot_connect(err: BaseException) -> bool:
+    """Whether `err` (or an exception it was raised from) is a failed connection, not an answer from a server."""
+    seen: BaseException | None = err
+    for _ in range(10):
+        if seen is None:
+            return False
+        text = str(seen).lower()
+        if isinstance(seen, ConnectionError) or type(seen).__name__ in {"APIConnectionError", "ConnectError", "ClientConnectorError"}:
+            return True
+        if "connection refused" in text or "connect call failed" in text or "cannot connect to host" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
