@@ -35,6 +35,8 @@ TASKS = task_names()
 SPECIAL_DOWNLOADS = {
     "hybrids": "its last step fetches every image its CSVs list from Zenodo; "
     "tests/test_challenge_hybrids.py::test_download_lays_out_the_task_and_checks_md5 serves those too",
+    "birds525": "Kaggle needs a login: its download prints the steps and the layout "
+    "(tests/test_task_birds525.py::test_download_prints_the_kaggle_steps_and_the_layout_or_accepts_files_in_place)",
 }
 
 
