@@ -39,6 +39,8 @@ SPECIAL_DOWNLOADS = {
     "rarespecies": "fetched with the Hugging Face Hub's client: its download prints the steps (tests/test_task_rarespecies.py)",
     "ecdysis": "its metadata link is read from the collection's download page, then every image is fetched; "
     "tests/test_task_ecdysis.py::test_download_reads_the_page_link_and_fetches_every_image serves those",
+    "birds525": "Kaggle needs a login: its download prints the steps and the layout "
+    "(tests/test_task_birds525.py::test_download_prints_the_kaggle_steps_and_the_layout_or_accepts_files_in_place)",
 }
 
 

@@ -420,3 +420,13 @@ def check_members(task: str, root: pathlib.Path, resources: Sequence[Resource]) 
                 f"{task}: {r.url} did not provide {', '.join(absent)} in {root}; the archive's layout may have "
                 "changed. Report it, or lay the files out by hand as the task's documentation says."
             )
+
+
+def manual_steps(task: str, root: pathlib.Path, why: str, steps: Sequence[str], layout: str) -> DataError:
+    """The error for a dataset biobench cannot fetch itself (it needs a login or an accepted licence).
+
+    It says why, lists the numbered `steps` to get the files by hand, then the `layout` to
+    place them in; `{dir}` in the steps and the layout becomes `root`.
+    """
+    numbered = "\n".join(f"  {i}. {s.format(dir=root)}" for i, s in enumerate(steps, start=1))
+    return DataError(f"{task}: {why}. Get it by hand:\n{numbered}\nThen {root} should hold:\n{layout.format(dir=root)}")

@@ -3,7 +3,8 @@
 An image is smooth random colour noise; its class shifts the mean colour towards a
 class-specific hue and overlays stripes of a class-specific frequency and angle. Colour
 histograms (`builtin:pixel-stats`) pick the signal up easily, so tests can demand
-accuracy well above chance, and near chance once labels are shuffled.
+accuracy well above chance, and near chance once labels are shuffled. `reid_coco` writes
+a whole re-identification set in Wild Me's COCO layout (LILA's Beluga and Leopard ID).
 
 `hf_table`, `write_hf_parquet` and `write_hf_saved` write Hugging Face datasets (images
 inside the tables) in the Hub's parquet layout and in `save_to_disk`'s, without `datasets`.
@@ -117,3 +118,73 @@ def save_mp4(frames: Sequence[Image.Image], path: Path, *, fps: int = 10) -> Non
         for img in frames:
             out.mux(stream.encode(av.VideoFrame.from_image(img)))
         out.mux(stream.encode(None))
+
+
+def reid_coco(
+    root: Path,
+    json_path: Path,
+    images_dir: Path,
+    *,
+    seed: int,
+    shuffle_labels: bool,
+    group: int,
+    category: str,
+    dataset: str,
+    n_individuals: int,
+    n_singletons: int,
+    viewpoints: Sequence[str] = ("up",),
+    scene: tuple[int, int] | None = None,
+    pair_every: int = 0,
+    animal_size: int = 48,
+) -> None:
+    """Write a re-identification set as Wild Me's COCO export (images, annotations with `name` = individual).
+
+    `n_individuals` individuals with 3-6 photos each (each individual its own colour and
+    stripe style) plus `n_singletons` photographed once; ids and file names as LILA's
+    (`root/images_dir/000000000001.jpg`, JSON at `root/json_path`). Without `scene` a photo is
+    the animal (bbox = the whole image, as Beluga's crops); with `scene = (width, height)`
+    the animal is pasted at a random spot of a noisy scene and its bbox says where, and
+    every `pair_every`-th scene holds a second animal (another individual), so only the
+    crops tell them apart (animals are `animal_size` pixels square). With `shuffle_labels`, names are permuted among the annotations
+    after drawing, so no photo carries its individual's signal.
+    """
+    rng, root = np.random.default_rng(seed), Path(root)
+    counts = [int(c) for c in rng.integers(3, 7, size=n_individuals)] + [1] * n_singletons
+    names = [example_id(rng).replace("-", "")[:16] for _ in counts]  # Wild Me names are hex ids
+    images: list[dict] = []
+    annotations: list[dict] = []
+    for label in (label for label, n in enumerate(counts) for _ in range(n)):
+        k = len(images) + 1
+        animal = draw(rng, group, label, size=animal_size, strength=0.75)
+        who, img, boxes = [label], animal, [(0, 0, animal.width, animal.height)]
+        if scene is not None:
+            if pair_every and k % pair_every == 0:  # a second animal: another individual photographed more than once
+                who.append(int(rng.choice([o for o in range(n_individuals) if o != label])))
+            img, boxes = draw(rng, group + 1, 0, size=max(scene), strength=0.0).crop((0, 0, *scene)), []
+            for j, individual in enumerate(who):
+                piece = animal if j == 0 else draw(rng, group, individual, size=animal_size, strength=0.75)
+                x, y = int(rng.integers(0, scene[0] - piece.width + 1)), int(rng.integers(0, scene[1] - piece.height + 1))
+                img.paste(piece, (x, y))
+                boxes.append((x, y, piece.width, piece.height))
+        file_name = f"{k:012d}.jpg"
+        h, w = save_jpeg(img, root / images_dir / file_name)
+        images.append({"id": k, "file_name": file_name, "width": w, "height": h, "date_captured": "2017-08-01 12:00:00"})
+        for individual, (x, y, bw, bh) in zip(who, boxes):
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": k, "category_id": 0, "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0,
+                "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]], "viewpoint": viewpoints[k % len(viewpoints)],
+                "name": names[individual],
+            })  # fmt: skip
+    if shuffle_labels:
+        shuffled = [a["name"] for a in annotations]
+        for a, j in zip(annotations, rng.permutation(len(shuffled))):
+            a["name"] = shuffled[j]
+    doc = {
+        "info": {"description": f"biobench fixture in the {dataset} COCO layout", "year": 2022},
+        "licenses": [],
+        "categories": [{"id": 0, "name": category, "supercategory": "animal"}],
+        "images": images,
+        "annotations": annotations,
+    }
+    (root / json_path).parent.mkdir(parents=True, exist_ok=True)
+    (root / json_path).write_text(json.dumps(doc, indent=1))

@@ -81,6 +81,7 @@ def summarize(
     level_meta: Mapping[str, Mapping[str, dict]] = {},
     headline: np.ndarray | None = None,
     groups: np.ndarray | None = None,
+    repeats: tuple[np.ndarray, np.ndarray] | None = None,
     label_names: Sequence[str] = (),
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -89,14 +90,22 @@ def summarize(
 
     `levels` maps a breakdown name (e.g. 'cluster', 'task') to each row's value there (None
     reads '(none)'); `level_meta[level][value]` adds fields to that sub-score (n_train,
-    chosen parameters). `groups` clusters rows for a clustered bootstrap.
+    chosen parameters). `groups` clusters rows for a clustered bootstrap. `repeats` =
+    (each row's repeat, each row's test example) marks rows as (repeat, example) pairs of a
+    few-shot protocol: the interval then resamples repeats and examples (or, for a
+    clustered metric, groups) crossed (`stats.crossed_mean_ci`).
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     scores = metric.example_score(y_true, y_pred)
     rows = np.arange(len(y_true)) if headline is None else np.flatnonzero(headline)
     if len(rows) == 0:
         raise ValueError("No test examples to score.")
-    ci = interval(metric, y_true[rows], y_pred[rows], scores[rows], None if groups is None else np.asarray(groups)[rows], n_bootstrap, seed)
+
+    def at(a):
+        return None if a is None else np.asarray(a)[rows]
+
+    crossed = None if repeats is None else (at(repeats[0]), at(repeats[1]))
+    ci = interval(metric, y_true[rows], y_pred[rows], scores[rows], at(groups), n_bootstrap, seed, repeats=crossed)
     sub: dict = {}
     for level, values in levels.items():
         by: dict[str, list[int]] = {}
@@ -130,8 +139,17 @@ def interval(
     groups: np.ndarray | None,
     n_bootstrap: int,
     seed: int,
+    *,
+    repeats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> stats.Interval:
-    """The metric's point estimate and bootstrap interval, resampled as the metric says."""
+    """The metric's point estimate and bootstrap interval, resampled as the metric says (crossed with `repeats`)."""
+    if repeats is not None:
+        if metric.value is not None:
+            raise ValueError(f"Metric {metric.name}: the crossed bootstrap over repeats is for means of per-example scores.")
+        if metric.resample == "clustered" and groups is None:
+            raise ValueError(f"Metric {metric.name} resamples clusters, but the examples have no group column.")
+        units = groups if metric.resample == "clustered" else repeats[1]
+        return stats.crossed_mean_ci(scores, repeats[0], units, n_resamples=n_bootstrap, seed=seed)
     if metric.resample == "clustered":
         if groups is None:
             raise ValueError(f"Metric {metric.name} resamples clusters, but the examples have no group column.")

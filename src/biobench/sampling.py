@@ -1,7 +1,8 @@
-"""Seeded, class-balanced choice of training examples for small-data sweeps."""
+"""Seeded, class-balanced choice of training examples for small-data sweeps and few-shot repeats."""
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
 import numpy as np
@@ -60,3 +61,34 @@ def per_class(labels: Int[np.ndarray, " m"], k: int, rng: np.random.Generator) -
     labels = np.asarray(labels)
     chosen = [rng.choice(pool, size=min(k, len(pool)), replace=False) for pool in (np.flatnonzero(labels == c) for c in np.unique(labels))]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeats:
+    """A few-shot protocol: `n` independent draws of `shots` training examples per class, each fitted and scored
+    on the same test examples (Birds525). A task declares it with `TaskSpec.repeats`; the probe route runs it."""
+
+    n: int = 100
+    """Draws (repeats) of the training set."""
+    shots: int = 1
+    """Training examples per class in each draw (a class with fewer gives all it has)."""
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.shots < 1:
+            raise ValueError(f"Repeats need n >= 1 and shots >= 1, got n={self.n}, shots={self.shots}.")
+
+
+def k_per_class(labels: Int[np.ndarray, " m"], k: int, rng: np.random.Generator) -> Int[np.ndarray, " j"]:
+    """Indices of `min(k, count)` examples of every class, chosen uniformly without replacement, shuffled."""
+    labels = np.asarray(labels)
+    m = len(labels)
+    order = np.lexsort((rng.random(m), labels))  # classes in order, a random order within each
+    sorted_labels = labels[order]
+    rank = np.arange(m) - np.searchsorted(sorted_labels, sorted_labels, side="left")  # position within its class
+    return rng.permutation(order[rank < k])
+
+
+def repeat_rows(labels: np.ndarray, rows: Int[np.ndarray, " m"], repeats: Repeats, seed: int, name: str) -> list[np.ndarray]:
+    """The `repeats.n` k-shot draws from `rows` for sub-task `name`; draw r has its own generator
+    (seed, "name/repeat r"), so draws do not depend on how many are made."""
+    return [rows[k_per_class(labels[rows], repeats.shots, task_rng(seed, f"{name}/repeat {r}"))] for r in range(repeats.n)]

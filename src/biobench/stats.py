@@ -376,6 +376,71 @@ def cluster_mean_ci(
     return Interval(estimate, low, high, confidence, n_resamples)
 
 
+def crossed_mean_ci(
+    scores: Float[np.ndarray, " n"],
+    repeats: np.ndarray,
+    units: np.ndarray,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Interval:
+    """Bootstrap interval of the mean of per-example scores from repeated runs over the same test units.
+
+    A few-shot protocol fits on a fresh training draw in each repeat and scores the same
+    test examples every time, so a score belongs to a repeat r AND a test unit g (an
+    example, or a cluster of them): a crossed design, with both factors samples (of
+    training draws, of test examples). A replicate resamples the R repeats and the G units
+    independently, with replacement (Multinomial(R, 1/R) counts m, Multinomial(G, 1/G)
+    counts c), and takes the weighted mean sum_rg m_r c_g S_rg / sum_rg m_r c_g N_rg, where
+    S and N are the score sums and counts of each (repeat, unit) cell: the "pigeonhole"
+    bootstrap (Owen, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2), 2007), in O(B R G).
+
+    For a balanced design its variance is exactly sA/R + sB/G + sE/(RG), with sA, sB, sE the
+    plug-in variances of the repeat effects, the unit effects and their interaction (a
+    two-way decomposition; tested). The true variance of the mean has the same form, and
+    the plug-in sA and sB each carry one extra sE/(RG), so the interval is mildly
+    conservative (Owen 2007), the excess vanishing as R x G grows. With one repeat it is the
+    bootstrap of units alone; with repeats that disagree it is wider than one repeat's.
+    Every repeat must score every unit.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    reps = crossed_replicates(scores, repeats, units, n_resamples=n_resamples, seed=seed)
+    estimate = float(scores.mean())
+    low, high = percentile_interval(reps, estimate, confidence)
+    return Interval(estimate, low, high, confidence, n_resamples)
+
+
+def crossed_replicates(
+    scores: Float[np.ndarray, " n"], repeats: np.ndarray, units: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> Float[np.ndarray, " b"]:
+    """The replicate means of `crossed_mean_ci` (repeats and units resampled independently)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    if n == 0:
+        raise ValueError("Cannot bootstrap an empty set of predictions.")
+    repeats, units = np.asarray(repeats), np.asarray(units)
+    if repeats.shape[0] != n or units.shape[0] != n:
+        raise ValueError(f"repeats has {repeats.shape[0]} and units {units.shape[0]} entries for {n} examples.")
+    _, r_codes = np.unique(repeats, return_inverse=True)
+    _, g_codes = np.unique(units, return_inverse=True)
+    r, g = int(r_codes.max()) + 1, int(g_codes.max()) + 1
+    cell = r_codes * g + g_codes
+    sums = np.bincount(cell, weights=scores, minlength=r * g).reshape(r, g)
+    counts = np.bincount(cell, minlength=r * g).reshape(r, g).astype(np.float64)
+    if (counts == 0).any():
+        raise ValueError("A crossed bootstrap needs every repeat to score every test unit; some (repeat, unit) pair has no score.")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // max(r, g))
+    reps = []
+    for lo in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - lo)
+        m = rng.multinomial(r, np.full(r, 1.0 / r), size=b).astype(np.float64)
+        c = rng.multinomial(g, np.full(g, 1.0 / g), size=b).astype(np.float64)
+        reps.append(((m @ sums) * c).sum(1) / ((m @ counts) * c).sum(1))
+    return np.concatenate(reps)
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """Paired bootstrap comparison of two models scored on the same examples (a minus b)."""

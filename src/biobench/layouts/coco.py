@@ -3,6 +3,7 @@
 https://cocodataset.org/#format-data. Re-identification sets (LILA's Beluga and Leopard
 ID, 2022) add the individual's id to each annotation (`name`). With `crop`, each
 example is its annotation's `bbox` (`[x, y, width, height]` in pixels) cut from the image.
+`WildMeExport` names the files (and the download) of LILA's Wild Me exports.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from biobench.download import Resource
 from biobench.errors import DataError
 from biobench.examples import Examples, one_per_image
 from biobench.images import Crop, ImageSet
@@ -138,3 +140,32 @@ def read_reid(task: str, data: Path, json_path: Path, images_dir: Path, *, crop:
     images = ImageSet(task, [a.id for a in anns], [a.path for a in anns], crops=[a.crop for a in anns] if crop else None)
     labels = np.asarray([index[n] for n in individuals], dtype=np.int64)
     return one_per_image(images, labels, ["test"] * len(anns), columns={"group": individuals}, classnames={"": tuple(names)})
+
+
+@dataclasses.dataclass(frozen=True)
+class WildMeExport:
+    """A Wild Me re-identification set as LILA BC publishes it (Beluga and Leopard ID 2022): one archive
+    `<stem>.coco.tar.gz` that unpacks to `DIR/<stem>.coco/annotations/instances_train2022.json` and
+    `DIR/<stem>.coco/images/train2022/`."""
+
+    stem: str
+    """The archive's name before `.coco`, e.g. 'beluga'."""
+
+    @property
+    def json(self) -> Path:
+        return Path(f"{self.stem}.coco/annotations/instances_train2022.json")
+
+    @property
+    def images_dir(self) -> Path:
+        return Path(f"{self.stem}.coco/images/train2022")
+
+    @property
+    def resource(self) -> Resource:
+        """The archive (no md5 is published)."""
+        url = f"http://us-west-2.opendata.source.coop.s3.amazonaws.com/agentmorris/lila-wildlife/wild-me/{self.stem}.coco.tar.gz"
+        return Resource(url, f"{self.stem}.coco.tar.gz", None, (str(self.json), f"{self.images_dir}/*.jpg"))
+
+    def read(self, task: str, data: Path, *, crop: bool) -> Examples:
+        """`read_reid` on the export under `data`."""
+        data = Path(data)
+        return read_reid(task, data, data / self.json, data / self.images_dir, crop=crop)

@@ -6,7 +6,10 @@ the generator depends only on the seed and the sub-task's name, so filtering oth
 sub-tasks never changes a sample), the spec's preprocessing steps are fitted on them, the
 probe predicts the test rows, and `biobench.metrics.summarize` gives the headline, its
 interval and the sub-scores. Leave-one-out probes see every row of a sub-task as both
-gallery and query.
+gallery and query. A few-shot task (`TaskSpec.repeats`) instead draws k training examples
+per class `n` times per sub-task (each draw its own generator), fits once per draw and
+scores the same test rows each time; the interval then resamples draws and test examples
+(`stats.crossed_mean_ci`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from biobench.errors import DataError
 from biobench.evaluation import EvalContext, TaskReport
 from biobench.examples import NO_SUBTASK, Examples
 from biobench.probes import Predictions, Probe
-from biobench.sampling import training_rows
+from biobench.sampling import repeat_rows, training_rows
 from biobench.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.nda
     split = table["split"].to_numpy()
     subtask = table["subtask"].to_numpy() if "subtask" in table.columns else np.full(table.height, NO_SUBTASK)
 
+    repeats = spec.repeats(options) if spec.repeats is not None else None
     jobs, meta = [], []
     for name in examples.subtasks:
         rows = np.flatnonzero(subtask == name)
@@ -88,15 +92,20 @@ def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.nda
         if len(test) == 0 or len(train) == 0:
             logger.warning("%s%s has %d train and %d test examples; skipped.", spec.name, f" {name}" if name else "", len(train), len(test))
             continue
-        if not probe.leave_one_out:
-            train = training_rows(labels, train, ctx.n_train, ctx.seed, name or spec.name)
-        x_train = np.asarray(x[train], dtype=np.float64)
-        x_test = x_train if probe.leave_one_out else np.asarray(x[test], dtype=np.float64)
-        jobs.append((probe, spec.preprocess, x_train, labels[train], x_test, ctx.seed, ctx.device))
-        meta.append((name, train, test))
+        if probe.leave_one_out:
+            draws = [train]
+        elif repeats is not None:
+            draws = repeat_rows(labels, train, repeats, ctx.seed, name or spec.name)
+        else:
+            draws = [training_rows(labels, train, ctx.n_train, ctx.seed, name or spec.name)]
+        x_test = None if probe.leave_one_out else np.asarray(x[test], dtype=np.float64)  # shared by the draws
+        for r, sample in enumerate(draws):
+            x_train = np.asarray(x[sample], dtype=np.float64)
+            jobs.append((probe, spec.preprocess, x_train, labels[sample], x_train if x_test is None else x_test, ctx.seed, ctx.device))
+            meta.append((name, r, sample, test))
     if not jobs:
         raise DataError(f"{spec.name}: no sub-task has both training and test examples.")
-    _warn_single_class(spec.name, [labels[train] for _, train, _ in meta], ctx.n_train)
+    _warn_single_class(spec.name, [labels[sample] for _, _, sample, _ in meta], ctx.n_train)
 
     start = time.perf_counter()
     if probe.parallel and ctx.n_jobs > 1 and len(jobs) > 1:
@@ -108,12 +117,18 @@ def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.nda
     seconds_fit = time.perf_counter() - start
 
     start = time.perf_counter()
-    test_rows = np.concatenate([test for _, _, test in meta])
+    test_rows = np.concatenate([test for *_, test in meta])
     y_pred = np.concatenate([np.asarray(out.labels) for out in outputs])
     preds = [out.scores for out in outputs]
     scores = None if any(s is None for s in preds) else np.concatenate([np.asarray(s) for s in preds])
-    subtask_meta = {name or spec.name: {"n_train": int(len(train)), "params": out.params} for (name, train, _), out in zip(meta, outputs)}
-    report = score(spec, examples, table[test_rows], labels[test_rows], y_pred, scores, ctx, subtask_meta=subtask_meta)
+    subtask_meta = {
+        name or spec.name: {"n_train": int(len(train)), "params": out.params} for (name, _, train, _), out in zip(meta, outputs)
+    }
+    extra = {}
+    if repeats is not None:
+        repeat = np.concatenate([np.full(len(test), r) for _, r, _, test in meta])
+        extra = {"repeats": repeat, "repeat_meta": {r: {"n_train": int(len(train))} for _, r, train, _ in meta}}
+    report = score(spec, examples, table[test_rows], labels[test_rows], y_pred, scores, ctx, subtask_meta=subtask_meta, **extra)
     return dataclasses.replace(report, seconds_fit=seconds_fit, seconds_score=time.perf_counter() - start)
 
 
@@ -129,13 +144,30 @@ def score(
     subtask_meta: dict[str, dict] | None = None,
     extra_info: Sequence[dict] | None = None,
     n_train_actual: int | None = None,
+    repeats: np.ndarray | None = None,
+    repeat_meta: dict[int, dict] | None = None,
     **report_fields,
 ) -> TaskReport:
     """The TaskReport of test `rows` (table rows) and their predictions; shared by the probe and MLLM routes.
 
     Each prediction's info holds its sub-task, the task's `info` columns, the true and
-    predicted label (and score); `extra_info` rows are merged in (MLLM answers).
+    predicted label (and score); `extra_info` rows are merged in (MLLM answers). With
+    `repeats` (each row's draw of a few-shot protocol; rows repeat the test examples once
+    per draw), ids become `rNNN:ID`, each info holds its `repeat`, sub-scores gain a
+    `repeat` level (`repeat_meta` adds to it) and the interval is crossed over draws and
+    test examples (`metrics.summarize`).
     """
+    levels: dict[str, Sequence] = {}
+    crossed = None
+    ids = rows["id"].to_list()
+    if repeats is not None:
+        width = len(str(int(repeats.max())))
+        names = [f"{int(r):0{width}d}" for r in repeats]
+        keys = [c for c in ("subtask", "id") if c in rows.columns]
+        crossed = (repeats, np.asarray(["\x1f".join(map(str, k)) for k in rows.select(keys).iter_rows()]))
+        ids = [f"r{n}:{i}" for n, i in zip(names, ids)]
+        extra_info = [{**(extra_info[i] if extra_info is not None else {}), "repeat": int(r)} for i, r in enumerate(repeats)]
+        levels["repeat"] = names
     has_subtasks = "subtask" in rows.columns
     subtasks = rows["subtask"].to_list() if has_subtasks else None
     info_cols = {c: rows[c].to_list() for c in examples.info}
@@ -154,10 +186,12 @@ def score(
             item.update(extra_info[i])
         infos.append(item)
 
-    levels = {c: info_cols[c] for c in examples.info}
+    levels.update({c: info_cols[c] for c in examples.info})
     if has_subtasks:
         levels[examples.subtask_label] = subtasks
     meta = {examples.subtask_label: subtask_meta} if has_subtasks and subtask_meta else {}
+    if repeats is not None and repeat_meta:
+        meta["repeat"] = {f"{r:0{width}d}": m for r, m in repeat_meta.items()}
     headline = None
     if spec.headline is not None:
         headline = np.asarray([s == spec.headline for s in subtasks]) if has_subtasks else None
@@ -165,7 +199,7 @@ def score(
             raise DataError(f"{spec.name}: the headline sub-task {spec.headline!r} has no test examples; check the dataset.")
     groups = rows["group"].to_numpy() if "group" in rows.columns else None
     summary = metrics.summarize(
-        spec.metric, y_true, y_pred, levels=levels, level_meta=meta, headline=headline, groups=groups,
+        spec.metric, y_true, y_pred, levels=levels, level_meta=meta, headline=headline, groups=groups, repeats=crossed,
         label_names=examples.names(NO_SUBTASK) if y_true.ndim == 2 else (), n_bootstrap=ctx.n_bootstrap, seed=ctx.seed,
     )  # fmt: skip
     sub_scores = summary.sub_scores
@@ -180,7 +214,7 @@ def score(
         ci_low=summary.ci_low,
         ci_high=summary.ci_high,
         n_train_actual=n_train_actual,
-        example_ids=rows["id"].to_list(),
+        example_ids=ids,
         example_scores=summary.example_scores,
         example_info=infos,
         sub_scores=sub_scores,

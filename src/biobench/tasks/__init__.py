@@ -19,7 +19,8 @@ from biobench.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-BUILTIN = ("newt", "ages", "hybrids", "plankton", "beluga", "fishnet", "kabr", "imagenet", "rarespecies", "mammalnet", "ecdysis")
+BUILTIN = ("newt", "ages", "hybrids", "plankton", "beluga", "fishnet", "kabr", "imagenet", "rarespecies", "mammalnet", "ecdysis",
+           "birds525", "leopard")  # fmt: skip
 """Modules of `biobench.tasks` that define the built-in tasks."""
 ENTRY_POINT_GROUP = "biobench.tasks"
 

@@ -25,17 +25,12 @@ individual's photos are not independent); `n_train` does not apply.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-from PIL import Image
-
 from biobench import fixtures
-from biobench.download import Resource
 from biobench.examples import Examples
-from biobench.layouts.coco import read_reid
+from biobench.layouts.coco import WildMeExport
 from biobench.metrics import TOP1
 from biobench.probes import LeaveOneOutKnn
 from biobench.tasks import register_task
@@ -57,9 +52,8 @@ CITATION = """@article{algasov2024understanding,
   year={2024}
 }"""
 
-JSON = Path("beluga.coco/annotations/instances_train2022.json")
-IMAGES_DIR = Path("beluga.coco/images/train2022")
-URL = "http://us-west-2.opendata.source.coop.s3.amazonaws.com/agentmorris/lila-wildlife/wild-me/beluga.coco.tar.gz"
+EXPORT = WildMeExport("beluga")
+JSON, IMAGES_DIR = EXPORT.json, EXPORT.images_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +68,7 @@ class Options:
 
 def read(options: Options) -> Examples:
     """One test example per annotation: label = the individual's index, group = the individual."""
-    data = Path(options.data)
-    return read_reid(NAME, data, data / JSON, data / IMAGES_DIR, crop=False)
+    return EXPORT.read(NAME, options.data, crop=False)
 
 
 def probe_for(options: Options) -> LeaveOneOutKnn:
@@ -90,44 +83,16 @@ def probe_for(options: Options) -> LeaveOneOutKnn:
 
 def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False, n_individuals: int = 40, n_singletons: int = 4) -> None:
     """Write a Beluga-format COCO set: `n_individuals` whales with 3-6 photos each (each whale its own
-    colour/stripe style) plus `n_singletons` whales photographed once.
+    colour/stripe style) plus `n_singletons` whales photographed once; each photo is the whole crop.
 
     With `shuffle_labels`, individual names are permuted among the annotations after the
     images are drawn, so no photo carries its whale's signal.
     """
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    counts = [int(c) for c in rng.integers(3, 7, size=n_individuals)] + [1] * n_singletons
-    whales = [fixtures.example_id(rng).replace("-", "")[:16] for _ in counts]  # Wild Me names are hex ids
-    images, annotations = [], []
-    for label, (whale, n) in enumerate(zip(whales, counts)):
-        for _ in range(n):
-            k = len(images) + 1
-            file_name = f"{k:012d}.jpg"
-            img: Image.Image = fixtures.draw(rng, 7, label, strength=0.75)
-            h, w = fixtures.save_jpeg(img, root / IMAGES_DIR / file_name)
-            images.append({"id": k, "file_name": file_name, "width": w, "height": h, "date_captured": "2017-08-01 12:00:00"})
-            annotations.append({
-                "id": k, "image_id": k, "category_id": 0, "bbox": [0, 0, w, h], "area": w * h, "iscrowd": 0,
-                "segmentation": [[0, 0, w, 0, w, h, 0, h]], "viewpoint": "up", "name": whale,
-            })  # fmt: skip
-    if shuffle_labels:
-        names = [a["name"] for a in annotations]
-        for a, j in zip(annotations, rng.permutation(len(names))):
-            a["name"] = names[j]
-    doc = {
-        "info": {"description": "biobench fixture in the Beluga ID 2022 COCO layout", "year": 2022},
-        "licenses": [],
-        "categories": [{"id": 0, "name": "beluga_whale", "supercategory": "animal"}],
-        "images": images,
-        "annotations": annotations,
-    }
-    (root / JSON).parent.mkdir(parents=True, exist_ok=True)
-    (root / JSON).write_text(json.dumps(doc, indent=1))
+    fixtures.reid_coco(Path(root), JSON, IMAGES_DIR, seed=seed, shuffle_labels=shuffle_labels, group=7, category="beluga_whale",
+                       dataset="Beluga ID 2022", n_individuals=n_individuals, n_singletons=n_singletons, viewpoints=("up",))  # fmt: skip
 
 
-RESOURCES = (Resource(URL, "beluga.coco.tar.gz", None, (str(JSON), f"{IMAGES_DIR}/*.jpg")),)
-"""One ~590 MB archive that unpacks to beluga.coco/ (no md5 is published)."""
+RESOURCES = (EXPORT.resource,)  # one archive, ~590 MB
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES, probe=probe_for,

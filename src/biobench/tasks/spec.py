@@ -22,6 +22,7 @@ from biobench.errors import DataError
 from biobench.examples import Examples
 from biobench.metrics import ACCURACY, Metric
 from biobench.probes import Probe
+from biobench.sampling import Repeats
 
 KINDS = ("classification", "re-identification", "traits", "behaviour", "detection")
 """What a task asks of a model, as `biobench tasks` lists it."""
@@ -68,6 +69,9 @@ class TaskSpec:
     definition: str = ""
     """A hash of the task's definition where it is data, not code (a config's `[tasks.NAME]` table,
     `biobench.tasks.user`): part of the protocol id, so two different tables never share a result."""
+    repeats: Callable[[Any], Repeats] | None = None
+    """Few-shot protocols: options -> `Repeats` (n draws of k training examples per class, each scored on the same
+    test rows; the interval resamples draws and test examples crossed). Replaces `n_train`, so `uses_n_train=False`."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "|" in self.name:
@@ -81,6 +85,8 @@ class TaskSpec:
             raise ValueError(f"Task {self.name}: unknown route(s) {unknown}; known: {', '.join(ROUTES)}.")
         if "probe" in self.routes and self.probe is None and self.evaluate is None:
             raise ValueError(f"Task {self.name}: the probe route needs a probe or a custom evaluate.")
+        if self.repeats is not None and self.uses_n_train:
+            raise ValueError(f"Task {self.name}: repeats draw their own k-shot training sets; declare uses_n_train=False.")
         preprocess.check(self.preprocess, f"Task {self.name}")
 
     @property
