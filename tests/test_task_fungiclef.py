@@ -34,6 +34,13 @@ def edit(path: Path, fn) -> None:
     fn(pl.read_csv(path, infer_schema=False)).write_csv(path)
 
 
+def set_class(path: Path, row: int, value: str) -> None:
+    """Set `class_id` of data row `row` (0-based) of the CSV at `path`."""
+    edit(
+        path, lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(value)).otherwise("class_id").alias("class_id"))
+    )
+
+
 def test_train_images_are_examples_and_validation_observations_pool_their_images(data):
     ex = fungiclef.read(fungiclef.Options(data=data))
     assert ex.pool == "mean"
@@ -59,10 +66,7 @@ def test_missing_image_is_an_error_naming_the_line(data, tmp_path):
 
 def test_missing_column_and_non_integer_class_are_errors(data, tmp_path):
     d = copy(data, tmp_path)
-    edit(
-        d / TRAIN_CSV,
-        lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("x")).otherwise("class_id").alias("class_id")),
-    )
+    set_class(d / TRAIN_CSV, 2, "x")
     with pytest.raises(DataError, match=rf"{TRAIN_CSV} line 4: class_id must be an integer"):
         fungiclef.read(fungiclef.Options(data=d))
     edit(d / TRAIN_CSV, lambda df: df.drop("class_id"))
@@ -72,10 +76,7 @@ def test_missing_column_and_non_integer_class_are_errors(data, tmp_path):
 
 def test_unknown_class_in_training_is_an_error(data, tmp_path):
     d = copy(data, tmp_path)
-    edit(
-        d / TRAIN_CSV,
-        lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("-1")).otherwise("class_id").alias("class_id")),
-    )
+    set_class(d / TRAIN_CSV, 0, "-1")
     with pytest.raises(DataError, match="line 2: class_id -1 is not a training class"):
         fungiclef.read(fungiclef.Options(data=d))
 
@@ -85,10 +86,7 @@ def test_observation_with_two_species_is_an_error(data, tmp_path):
     val = pl.read_csv(d / VAL_CSV, infer_schema=False)
     obs = val.filter(pl.col("observationID").is_duplicated())["observationID"][0]
     first = val.with_row_index().filter(pl.col("observationID") == obs)["index"][0]
-    edit(
-        d / VAL_CSV,
-        lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == first).then(pl.lit("1234")).otherwise("class_id").alias("class_id")),
-    )
+    set_class(d / VAL_CSV, first, "1234")
     with pytest.raises(DataError, match=f"observation {obs} has images of different class_id"):
         fungiclef.read(fungiclef.Options(data=d))
 
