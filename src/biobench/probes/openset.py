@@ -42,10 +42,10 @@ def shared_covariance(x: Float[np.ndarray, "n d"], codes: Int[np.ndarray, " n"])
     means = np.zeros((k, x.shape[1]))
     np.add.at(means, codes, x)
     means /= counts[:, None]
-    centred = x - means[codes]
-    scale = centred.std(axis=0)
+    z = x - means[codes]  # centred within class, then standardised in place (one n x d copy)
+    scale = z.std(axis=0)
     scale[scale == 0] = 1.0
-    z = centred / scale
+    z /= scale
     shrink = float(ledoit_wolf_shrinkage(z, assume_centered=True)) if len(z) > 1 else 1.0
     emp = z.T @ z / len(z)
     mu = np.trace(emp) / len(emp)
