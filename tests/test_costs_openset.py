@@ -107,3 +107,12 @@ def test_lda_covariance_is_close_when_classes_share_their_spread():
     _, cov = openset.shared_covariance(x, codes)
     assert np.allclose(cov, lda.covariance_, rtol=0.05, atol=0.02)
     assert stats.macro_f1(codes, codes) == 1.0
+
+
+def test_one_example_per_class_falls_back_to_euclidean_distances():
+    x = np.array([[0.0, 0.0], [3.0, 4.0]])
+    means, cov = openset.shared_covariance(x, np.array([0, 1]))
+    assert np.array_equal(cov, np.eye(2)) and np.array_equal(means, x)
+    out = OpenSet()(x, np.array([5, 6]), np.array([[0.0, 0.0], [3.0, 5.0]]), seed=0)
+    assert np.isfinite(out.scores).all() and out.scores.tolist() == pytest.approx([0.0, 1.0])
+    assert out.labels.tolist() == [5, -1]  # the threshold is 0: only an exact training point is known

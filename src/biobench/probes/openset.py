@@ -34,7 +34,7 @@ class Detector:
 
 
 def shared_covariance(x: Float[np.ndarray, "n d"], codes: Int[np.ndarray, " n"]) -> tuple[np.ndarray, np.ndarray]:
-    """(class means, shrunk pooled within-class covariance)."""
+    """(class means, shrunk pooled within-class covariance); the identity when every class has one example."""
     from sklearn.covariance import ledoit_wolf_shrinkage
 
     k = int(codes.max()) + 1
@@ -46,9 +46,11 @@ def shared_covariance(x: Float[np.ndarray, "n d"], codes: Int[np.ndarray, " n"])
     scale = z.std(axis=0)
     scale[scale == 0] = 1.0
     z /= scale
-    shrink = float(ledoit_wolf_shrinkage(z, assume_centered=True)) if len(z) > 1 else 1.0
     emp = z.T @ z / len(z)
     mu = np.trace(emp) / len(emp)
+    if mu == 0:  # one example per class: no within-class spread to estimate; Euclidean distances
+        return means, np.eye(len(emp))
+    shrink = float(ledoit_wolf_shrinkage(z, assume_centered=True))
     cov = (1 - shrink) * emp + shrink * mu * np.eye(len(emp))
     return means, scale[:, None] * cov * scale[None, :]
 
