@@ -47,7 +47,7 @@ SPECIAL_DOWNLOADS = {
 def fast_options(name: str) -> dict:
     """Options that keep the fixture runs quick without changing what is tested."""
     fields = {f.name for f in dataclasses.fields(get_task(name).options)}
-    return {"epochs": 30} if "epochs" in fields else {}
+    return {k: v for k, v in {"epochs": 30, "steps": 500}.items() if k in fields}
 
 
 @pytest.fixture(scope="module")

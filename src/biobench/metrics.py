@@ -45,6 +45,8 @@ class Metric:
     """The per-example score the store keeps with each prediction."""
     per_label: str | None = None
     """Multi-label metrics: the sub-score level of each label column ('trait'); names from the class names."""
+    extra: tuple[tuple[str, Callable[[np.ndarray, np.ndarray], float]], ...] = ()
+    """Further metrics `(name, fn(y_true, y_pred))` on the headline rows, stored as the sub-score 'metrics' (a challenge's other tracks)."""
 
     def __post_init__(self) -> None:
         if self.resample == "clustered" and self.value is not None:
@@ -123,6 +125,8 @@ def summarize(
                        "positive_rate": float(y_true[rows, j].mean())}
             for j in range(y_true.shape[1])
         }  # fmt: skip
+    if metric.extra:
+        sub["metrics"] = {name: float(fn(y_true[rows], y_pred[rows])) for name, fn in metric.extra}
     return Summary(ci.estimate, ci.low, ci.high, scores, sub)
 
 

@@ -19,6 +19,8 @@ match an example with itself.
 - `ExemplarSvm`: one linear SVM per query, all trained at once (Leopard).
 - `Logistic`: L2 logistic regression (scikit-learn's optimum).
 - `Mlp`: the multi-label MLP (FishNet); labels are (n, k) multi-hot.
+- `Linear`: LayerNorm + linear soft-max head trained by AdamW for fixed steps (Herbarium19).
+- `OpenSet`: any probe plus a Mahalanobis detector that answers "unknown" (-1) (FungiCLEF).
 - `HybridDetector`: the HDR challenge's P(hybrid) classifiers (`biobench.challenge.classifier`).
 
 This module imports neither torch nor scikit-learn: each probe loads its implementation
@@ -267,12 +269,59 @@ class HybridDetector(Probe):
         return Predictions((score > 0).astype(np.int64), score, {"classifier": self.kind})
 
 
+@dataclasses.dataclass(frozen=True)
+class Linear(Probe):
+    """LayerNorm + linear head, AdamW with cosine decay (`biobench.probes.linear`); scores are class probabilities."""
+
+    steps: int = 10_000
+    """Optimiser steps."""
+    batch_size: int = 2048
+    """Examples per step."""
+    lr: float = 3e-4
+    """Peak learning rate (decays to lr / 100)."""
+    weight_decay: float = 1e-2
+    """On the linear weights only."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import linear
+
+        constant = _constant(y_train, len(x_test))
+        if constant is not None:
+            return constant
+        cfg = linear.LinearConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay)
+        pred, prob = linear.fit_predict(x_train, y_train, x_test, seed=seed, cfg=cfg, device=device)
+        return Predictions(pred, prob, {"steps": self.steps, "lr": self.lr, "weight_decay": self.weight_decay})
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenSet(Probe):
+    """`base`'s labels, except that test rows far from every training class (Mahalanobis) get `unknown`
+    (`biobench.probes.openset`); scores are the squared distances to the nearest class mean."""
+
+    base: Probe = SimpleShot()
+    """The closed-set probe for the rows kept as known."""
+    quantile: float = 0.95
+    """Rejection threshold: this quantile of the training examples' own distances."""
+    unknown: int = -1
+    """The label given to rejected rows."""
+
+    def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
+        from biobench.probes import openset
+
+        known = self.base(x_train, y_train, x_test, seed=seed, device=device)
+        _, codes = np.unique(np.asarray(y_train), return_inverse=True)
+        det = openset.fit(x_train, codes, quantile=self.quantile, device=device)
+        d2 = openset.min_distance(det, x_test, device=device)
+        labels = np.where(d2 > det.threshold, self.unknown, np.asarray(known.labels))
+        return Predictions(labels, d2, {**known.params, "threshold": det.threshold, "rejected": int((d2 > det.threshold).sum())})
+
+
 def _same_rows(x_train: np.ndarray, x_test: np.ndarray) -> None:
     if x_train is not x_test and (x_train.shape != x_test.shape or not np.array_equal(x_train, x_test)):
         raise ValueError("A leave-one-out probe needs x_test to be x_train (every example is a query against the others).")
 
 
 __all__ = [
-    "ExemplarSvm", "HybridDetector", "Knn", "LeaveOneOutKnn", "Logistic", "Mlp", "Predictions", "Probe", "Ridge",
-    "SimpleShot", "Svm",
+    "ExemplarSvm", "HybridDetector", "Knn", "LeaveOneOutKnn", "Linear", "Logistic", "Mlp", "OpenSet", "Predictions", "Probe",
+    "Ridge", "SimpleShot", "Svm",
 ]  # fmt: skip
