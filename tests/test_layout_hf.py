@@ -17,7 +17,7 @@ from biobench.embed import EmbedSettings, get_features
 from biobench.errors import DataError
 from biobench.images import ImageSet, TableImage, load_rgb
 from biobench.layouts import hf
-from biobench.sampling import per_class
+from biobench.sampling import k_per_class
 
 FEATURES = {"image": {"_type": "Image"}, "label": {"_type": "ClassLabel", "names": ["a", "b", "c"]}}
 
@@ -155,17 +155,18 @@ def test_a_single_saved_dataset_and_the_hub_conversion_layout_are_found(tmp_path
     assert hf.has_dataset(tmp_path / "conv") and not hf.has_dataset(tmp_path / "nothing")
 
 
-def test_hub_steps_name_login_terms_and_the_download_command():
-    gated = str(hf.hub_steps("imagenet", "ILSVRC/imagenet-1k", "  DIR/data/*.parquet", gated=True))
+def test_hub_steps_name_login_terms_and_the_download_command(tmp_path):
+    gated = str(hf.hub_steps("imagenet", tmp_path, "ILSVRC/imagenet-1k", "  {dir}/data/*.parquet", gated=True))
     assert "huggingface-cli login" in gated and "accept its terms" in gated
-    assert "huggingface-cli download ILSVRC/imagenet-1k --repo-type dataset --local-dir DIR" in gated and "DIR/data" in gated
-    assert "login" not in str(hf.hub_steps("rarespecies", "imageomics/rare-species", "", gated=False)).split("Steps")[1].split("3.")[0]
+    assert f"huggingface-cli download ILSVRC/imagenet-1k --repo-type dataset --local-dir {tmp_path}" in gated
+    assert f"{tmp_path}/data/*.parquet" in gated
+    assert "huggingface-cli login" not in str(hf.hub_steps("rarespecies", tmp_path, "imageomics/rare-species", "", gated=False))
 
 
-def test_per_class_takes_k_of_every_class_seeded():
+def test_k_per_class_takes_k_of_every_class_seeded():
     labels = np.repeat(np.arange(5), [3, 7, 1, 7, 2])
-    a = per_class(labels, 2, np.random.default_rng(0))
-    assert np.bincount(labels[a]).tolist() == [2, 2, 1, 2, 2] and np.all(np.diff(a) > 0)
-    assert np.array_equal(a, per_class(labels, 2, np.random.default_rng(0)))
-    draws = {tuple(per_class(labels, 2, np.random.default_rng(s))) for s in range(10)}
+    a = k_per_class(labels, 2, np.random.default_rng(0))
+    assert np.bincount(labels[a]).tolist() == [2, 2, 1, 2, 2] and len(set(a)) == len(a)
+    assert np.array_equal(a, k_per_class(labels, 2, np.random.default_rng(0)))
+    draws = {tuple(sorted(k_per_class(labels, 2, np.random.default_rng(s)))) for s in range(10)}
     assert len(draws) > 1

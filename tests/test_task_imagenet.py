@@ -99,5 +99,5 @@ def test_download_prints_the_login_steps_and_the_layout(tmp_path):
         get_task("imagenet").fetch(tmp_path)
     text = str(info.value)
     assert "huggingface-cli login" in text and "https://huggingface.co/datasets/ILSVRC/imagenet-1k" in text
-    assert "huggingface-cli download ILSVRC/imagenet-1k --repo-type dataset --local-dir DIR" in text
-    assert "DIR/data/validation-*.parquet" in text and "DIR/val/<wnid>" in text
+    assert f"huggingface-cli download ILSVRC/imagenet-1k --repo-type dataset --local-dir {tmp_path}" in text
+    assert f"{tmp_path}/data/validation-*.parquet" in text and f"{tmp_path}/val/<wnid>" in text

@@ -114,5 +114,5 @@ def test_download_prints_the_steps(tmp_path):
     with pytest.raises(DataError) as info:
         get_task("rarespecies").fetch(tmp_path)
     text = str(info.value)
-    assert "huggingface-cli download imageomics/rare-species --repo-type dataset --local-dir DIR" in text
-    assert "public" in text and "DIR/data/train-*.parquet" in text
+    assert f"huggingface-cli download imageomics/rare-species --repo-type dataset --local-dir {tmp_path}" in text
+    assert "public" in text and f"{tmp_path}/data/train-*.parquet" in text

@@ -53,16 +53,6 @@ def training_rows(labels: np.ndarray, rows: Int[np.ndarray, " m"], n_train: int,
     return rows[balanced_sample(strata, n_train, task_rng(seed, name))]
 
 
-def per_class(labels: Int[np.ndarray, " m"], k: int, rng: np.random.Generator) -> Int[np.ndarray, " j"]:
-    """Indices of `k` examples of every class (all of a class that has at most `k`), drawn without replacement.
-
-    Classes are visited in sorted order, so the draw depends only on the labels, `k` and
-    the generator; the result is sorted. For k-shot splits (Rare Species): these train, the rest test."""
-    labels = np.asarray(labels)
-    chosen = [rng.choice(pool, size=min(k, len(pool)), replace=False) for pool in (np.flatnonzero(labels == c) for c in np.unique(labels))]
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
 @dataclasses.dataclass(frozen=True)
 class Repeats:
     """A few-shot protocol: `n` independent draws of `shots` training examples per class, each fitted and scored
@@ -79,7 +69,8 @@ class Repeats:
 
 
 def k_per_class(labels: Int[np.ndarray, " m"], k: int, rng: np.random.Generator) -> Int[np.ndarray, " j"]:
-    """Indices of `min(k, count)` examples of every class, chosen uniformly without replacement, shuffled."""
+    """Indices of `min(k, count)` examples of every class, chosen uniformly without replacement, shuffled
+    (k-shot splits: Rare Species' train set, each Birds525 draw)."""
     labels = np.asarray(labels)
     m = len(labels)
     order = np.lexsort((rng.random(m), labels))  # classes in order, a random order within each

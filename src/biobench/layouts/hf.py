@@ -168,19 +168,18 @@ def table_images(task: str, rows: pl.DataFrame, column: str, ids: Sequence[str])
     return ImageSet(task, list(ids), refs)
 
 
-def hub_steps(task: str, repo: str, layout: str, *, gated: bool) -> DataError:
-    """The `DataError` a download raises for a dataset on the Hugging Face Hub: the exact steps and the layout."""
-    login = (
-        f"  1. Create a Hugging Face account, open https://huggingface.co/datasets/{repo} and accept its terms of access.\n"
-        "  2. pip install -U huggingface_hub && huggingface-cli login   (paste a token from https://huggingface.co/settings/tokens)\n"
-        if gated
-        else "  1-2. Nothing to accept: the dataset is public (pip install -U huggingface_hub gives the client).\n"
-    )
-    return DataError(
-        f"{task}: biobench does not download {repo} itself{' (it needs a Hugging Face login)' if gated else ''}. Steps:\n"
-        f"{login}"
-        f"  3. huggingface-cli download {repo} --repo-type dataset --local-dir DIR\n"
-        f"     (or, in Python with `datasets`: load_dataset('{repo}').save_to_disk('DIR'))\n"
-        f'  4. Point the config at it: [data] {task} = "DIR"\n'
-        f"Layout biobench reads:\n{layout}"
-    )
+def hub_steps(task: str, root: Path, repo: str, layout: str, *, gated: bool) -> DataError:
+    """The `DataError` a download raises for a dataset on the Hugging Face Hub: the exact steps and the layout (`{dir}` = root)."""
+    from biobench.download import manual_steps
+
+    steps = [
+        f"Create a Hugging Face account, open https://huggingface.co/datasets/{repo} and accept its terms of access.",
+        "pip install -U huggingface_hub && huggingface-cli login   (paste a token from https://huggingface.co/settings/tokens)",
+    ] if gated else ["pip install -U huggingface_hub   (nothing to accept: the dataset is public)"]  # fmt: skip
+    steps += [
+        f"huggingface-cli download {repo} --repo-type dataset --local-dir {{dir}}   "
+        f"(or, in Python with `datasets`: load_dataset('{repo}').save_to_disk('{{dir}}'))",
+        f'Point the config at it: [data] {task} = "{{dir}}"',
+    ]
+    why = f"biobench does not download {repo} itself" + (" (it needs a Hugging Face login and accepted terms)" if gated else "")
+    return manual_steps(task, root, why, steps, layout)

@@ -99,9 +99,9 @@ def read(options: Options) -> Examples:
 
 def download(root: Path) -> None:
     """ImageNet is gated on the Hub: raise the steps to fetch it."""
-    layout = "  DIR/data/train-*.parquet and DIR/data/validation-*.parquet (the Hub's files), or a save_to_disk copy,\n" \
-             "  or an ImageFolder DIR/train/<wnid>/*.JPEG + DIR/val/<wnid>/*.JPEG."  # fmt: skip
-    raise hf.hub_steps(NAME, REPO, layout, gated=True)
+    layout = "  {dir}/data/train-*.parquet and {dir}/data/validation-*.parquet (the Hub's files), or a save_to_disk copy,\n" \
+             "  or an ImageFolder {dir}/train/<wnid>/*.JPEG + {dir}/val/<wnid>/*.JPEG."  # fmt: skip
+    raise hf.hub_steps(NAME, root, REPO, layout, gated=True)
 
 
 ############

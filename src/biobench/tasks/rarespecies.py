@@ -41,7 +41,7 @@ from biobench.layouts import hf, require_files
 from biobench.layouts.tables import read_csv, require_filled, require_unique
 from biobench.metrics import ACCURACY
 from biobench.probes import SimpleShot
-from biobench.sampling import per_class
+from biobench.sampling import k_per_class
 from biobench.tasks import register_task
 from biobench.tasks.spec import TaskSpec
 
@@ -99,7 +99,7 @@ def read(options: Options) -> Examples:
     names = np.unique(taxa)
     labels = np.searchsorted(names, taxa)
     train = np.zeros(len(labels), dtype=bool)
-    train[per_class(labels, options.k, np.random.default_rng(options.split_seed))] = True
+    train[k_per_class(labels, options.k, np.random.default_rng(options.split_seed))] = True
     unseen = len(names) - len(np.unique(labels[~train]))
     if unseen:
         logger.info("%s: %d of %d species have at most k=%d images, so none to test.", NAME, unseen, len(names), options.k)
@@ -108,8 +108,8 @@ def read(options: Options) -> Examples:
 
 def download(root: Path) -> None:
     """The Hub's files are fetched with its own client: raise the steps."""
-    layout = "  DIR/metadata.csv and DIR/data/train-*.parquet (the Hub's files), or a save_to_disk copy of it."
-    raise hf.hub_steps(NAME, REPO, layout, gated=False)
+    layout = "  {dir}/metadata.csv and {dir}/data/train-*.parquet (the Hub's files), or a save_to_disk copy of it."
+    raise hf.hub_steps(NAME, root, REPO, layout, gated=False)
 
 
 ############
