@@ -219,9 +219,15 @@ def test_ingest_scores_every_readable_image_and_counts_the_rest(tmp_path):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (RED.replace("return sum", "raise ValueError('boom') #"), r"model.py crashed in predict\(\) on image 'a b.jpg'.*ValueError: boom"),
-        (RED.replace("self.loaded = True", "open('/no/such/weights.bin')"), r"model.py crashed in Model.load\(\): FileNotFoundError"),
-        ("import no_such_module_xyz\n", r"model.py crashed in importing it: ModuleNotFoundError"),
+        (
+            RED.replace("return sum", "raise ValueError('boom') #"),
+            r"model.py crashed in predict\(\) on image 'a b.jpg'.* at model.py:\d+ .*ValueError: boom.*BIOBENCH_LOG=DEBUG",
+        ),
+        (
+            RED.replace("self.loaded = True", "open('/no/such/weights.bin')"),
+            r"model.py crashed in Model.load\(\) at model.py:\d+ \(open\('/no/such/weights.bin'\)\): FileNotFoundError",
+        ),
+        ("import no_such_module_xyz\n", r"model.py crashed in importing it at model.py:1 .*ModuleNotFoundError"),
         ("class NotModel: pass\n", "defines no class Model"),
         (RED.replace("return sum(image.getpixel((0, 0))) / 765", "return 'high'"), r"predict\(\) on image 'a b.jpg' returned 'high'"),
         (RED.replace("return sum(image.getpixel((0, 0))) / 765", "return float('nan')"), "returned nan; scores must be finite"),
@@ -268,12 +274,12 @@ def test_baseline_submission_ingest_score_round_trip(hybrids_dir, submission, tm
 
 
 def test_submission_predict_matches_harness_features(hybrids_dir, submission, tmp_path):
-    """model.py's one-image path gives the probabilities the classifier gave the cached training features."""
+    """model.py's one-image path gives the scores (log-odds) the classifier gave the cached training features."""
     sub, res = submission
     ingestion.ingest(sub, hybrids_dir / "train", tmp_path / "res")
     got = scoring.read_predictions(tmp_path / "res" / "predictions.txt")
     names = data.read_training_csv(hybrids_dir / hybrids.TRAIN_CSV)["filename"].to_list()
-    np.testing.assert_allclose([got[n] for n in names], res.train_probability, atol=1e-6)
+    np.testing.assert_allclose([got[n] for n in names], res.train_score, rtol=1e-4, atol=1e-4)
 
 
 #######

@@ -40,8 +40,8 @@ class BaselineResult:
     out: Path
     n_train: int
     n_hybrid: int
-    train_probability: np.ndarray
-    """P(hybrid) of each training image (a sanity check, not a score; submissions score by log-odds)."""
+    train_score: np.ndarray
+    """What the submission's predict() gives each training image: its log-odds of hybrid (a sanity check)."""
     seconds_embed: float
     n_embedded: int
     """Images run through the backbone (0 when every feature came from the cache)."""
@@ -108,4 +108,4 @@ def train_baseline(
         "# builds the backbone through it, exactly as for the training features.\n" + "\n".join(packages) + "\n"
     )
     atomic.write_bytes(out / "requirements.txt", requirements.encode())
-    return BaselineResult(out, len(y), int(y.sum()), classifier_mod.hybrid_probability(clf, emb.features), emb.seconds, emb.n_embedded)
+    return BaselineResult(out, len(y), int(y.sum()), classifier_mod.hybrid_score(clf, emb.features), emb.seconds, emb.n_embedded)

@@ -138,7 +138,13 @@ def load_submission(submission_dir: Path):
 
 def _crash(model_py: Path, what: str, err: BaseException) -> SubmissionError:
     logger.debug("Submission traceback:\n%s", "".join(traceback.format_exception(err)))
-    return SubmissionError(f"Submission {model_py} crashed in {what}: {type(err).__name__}: {err}")
+    # The innermost frame inside the submission's folder is where its author should look.
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve().is_relative_to(model_py.parent)]
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} ({frames[-1].line})" if frames else ""
+    return SubmissionError(
+        f"Submission {model_py} crashed in {what}{where}: {type(err).__name__}: {err}. "
+        "Run with BIOBENCH_LOG=DEBUG to see the whole traceback."
+    )
 
 
 def ingest(submission_dir: Path, images_dir: Path, out_dir: Path) -> IngestResult:
