@@ -46,6 +46,17 @@ def test_table_shows_all_and_protocol_only_when_mixed():
     assert "protocol" in mixed.splitlines()[0] and "newt/v1+abc" in mixed
 
 
+def test_mixed_protocols_are_named_by_the_options_that_differ():
+    def with_options(r, **opts):
+        return {**r, "config": json.dumps({"task": {"data": "/d", "tasks": [], **opts}})}
+
+    rows = [with_options(r, include_clusters=[]) for r in ROWS]
+    rows.append(with_options(row("a:x", 4, 0, 0.5, protocol="newt/v1+abc"), include_clusters=["appearance"]))
+    table = report.to_table(rows)
+    assert "newt/v1+abc (include_clusters=['appearance'])" in table and "newt/v1 (include_clusters=[])" in table
+    assert "tasks=" not in table and "data=" not in table  # options shared by every protocol are left out
+
+
 def test_json_has_exactly_the_documented_keys_and_csv_the_header():
     data = json.loads(report.to_json(ROWS))
     assert [list(d) for d in data] == [list(report.JSON_KEYS)] * len(ROWS)

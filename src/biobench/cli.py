@@ -15,13 +15,19 @@ from typing import Annotated, Literal
 
 import tyro
 
-from biobench.challenge.commands import challenge
+from biobench.challenge.commands import OptionalPath, challenge
 from biobench.errors import BiobenchError
+
+TaskName = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="TASK")]
 
 logger = logging.getLogger("biobench")
 
 
-def run(config: tyro.conf.Positional[Path], dry_run: bool = False, max_usd: float | None = None) -> int:
+def run(
+    config: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CONFIG.toml")],
+    dry_run: bool = False,
+    max_usd: Annotated[float | None, tyro.conf.arg(metavar="USD")] = None,
+) -> int:
     """Run every experiment of a config that is not already in its results database.
 
     Args:
@@ -48,7 +54,7 @@ def run(config: tyro.conf.Positional[Path], dry_run: bool = False, max_usd: floa
 def report(
     db: Path = Path("results/results.sqlite"),
     format: Literal["table", "csv", "json", "html"] = "table",
-    out: Path | None = None,
+    out: OptionalPath = None,
 ) -> int:
     """Leaderboard with confidence intervals from a results database.
 
@@ -68,7 +74,7 @@ def report(
     return 0
 
 
-def tasks(config: Path | None = None) -> int:
+def tasks(config: OptionalPath = None) -> int:
     """List every task: kind, probe, headline metric, routes, and whether its data is found.
 
     Args:
@@ -146,7 +152,7 @@ def demo(out: Path = Path("biobench-demo")) -> int:
     return 130 if summary.interrupted else (1 if summary.failed else 0)
 
 
-def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_labels: bool = False, config: Path | None = None) -> int:
+def fixture(task: TaskName, dir: Path, seed: int = 0, shuffle_labels: bool = False, config: OptionalPath = None) -> int:
     """Write a small generated dataset in a task's real on-disk format.
 
     Args:
@@ -168,7 +174,7 @@ def fixture(task: tyro.conf.Positional[str], dir: Path, seed: int = 0, shuffle_l
     return 0
 
 
-def download(task: tyro.conf.Positional[str], dir: Path) -> int:
+def download(task: TaskName, dir: Path) -> int:
     """Download a task's dataset, verify its checksums and lay it out as the task expects.
 
     Args:
@@ -189,7 +195,7 @@ def download(task: tyro.conf.Positional[str], dir: Path) -> int:
 class CacheLs:
     """List cached features: model, dataset, images, dimension, size on disk."""
 
-    cache_dir: Path | None = None
+    cache_dir: OptionalPath = None
     """Cache root (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
 
 
@@ -197,11 +203,11 @@ class CacheLs:
 class CacheRm:
     """Delete cached features of one model (and/or dataset), or all of them."""
 
-    cache_dir: Path | None = None
+    cache_dir: OptionalPath = None
     """Cache root (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
-    model: str | None = None
+    model: Annotated[str | None, tyro.conf.arg(metavar="ORG:CKPT")] = None
     """ORG:CKPT whose features to delete."""
-    dataset: str | None = None
+    dataset: Annotated[str | None, tyro.conf.arg(metavar="TASK")] = None
     """Dataset (task) whose features to delete."""
     all: bool = False
     """Delete every cached feature."""
@@ -211,7 +217,7 @@ class CacheRm:
 class CacheVerify:
     """Check every cached chunk in full (sizes, shapes, checksums); move damaged ones aside to be recomputed."""
 
-    cache_dir: Path | None = None
+    cache_dir: OptionalPath = None
     """Cache root (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
 
 

@@ -14,6 +14,9 @@ import tyro
 
 from biobench.config import Settings, default_workers
 
+OptionalPath = Annotated[Path | None, tyro.conf.arg(metavar="PATH")]
+"""A path option that may be left out (shown as PATH in --help, not {None}|PATH)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Score:
@@ -25,7 +28,7 @@ class Score:
     """Predictions: one `filename,score` line per image (higher = more likely a hybrid)."""
     out: Path = Path("scores.json")
     """Leaderboard scores (JSON with the challenge's keys)."""
-    detailed: Path | None = None
+    detailed: OptionalPath = None
     """Detailed scores (thresholds, precision, F1, accuracy, ROC AUC); default: OUT with `_detailed` added to its name."""
 
 
@@ -67,7 +70,7 @@ class Baseline:
     """Images per forward pass (as `biobench run`)."""
     n_workers: int = dataclasses.field(default_factory=default_workers)
     """Image-decoding worker processes (as `biobench run`: up to 8)."""
-    cache_dir: Path | None = None
+    cache_dir: OptionalPath = None
     """Feature cache (default $BIOBENCH_CACHE, else ~/.cache/biobench)."""
     overwrite: bool = False
     """Replace the files of an existing submission folder at --out (otherwise that is an error)."""
@@ -79,13 +82,13 @@ class Bundle:
 
     out: Path
     """Folder to write (zip its contents to upload)."""
-    val_ref: Path | None = None
+    val_ref: OptionalPath = None
     """Validation reference CSV (development phase)."""
-    test_ref: Path | None = None
+    test_ref: OptionalPath = None
     """Test reference CSV (final phase)."""
-    val_images: Path | None = None
+    val_images: OptionalPath = None
     """Folder of validation images to include."""
-    test_images: Path | None = None
+    test_images: OptionalPath = None
     """Folder of test images to include."""
     baseline: tuple[Path, ...] = ()
     """Submission folders to include under baselines/."""

@@ -85,8 +85,28 @@ def across_seed_interval(rs: Sequence[dict], z: float = 1.96) -> tuple[float | N
     return mean - (below**2 + seed_term**2) ** 0.5, mean + (above**2 + seed_term**2) ** 0.5
 
 
+def protocol_labels(rows: Sequence[dict]) -> dict[str, str]:
+    """A readable name for each protocol id: the id plus the task options that set it apart from the
+    task's other protocols in these rows (`newt/v1+3fa2c1 (include_clusters=['appearance'])`)."""
+    options: dict[str, dict] = {}
+    for r in rows:
+        try:
+            opts = json.loads(r.get("config") or "{}").get("task", {})
+        except (TypeError, ValueError):
+            opts = {}
+        options.setdefault(r["protocol"], {k: v for k, v in opts.items() if k != "data"})
+    labels = {}
+    for proto, opts in options.items():
+        task = base_protocol(proto).split("/")[0]
+        siblings = [o for p, o in options.items() if base_protocol(p).split("/")[0] == task]
+        differing = sorted(k for k in opts if any(o.get(k) != opts[k] for o in siblings))
+        labels[proto] = proto + (f" ({', '.join(f'{k}={opts[k]!r}' for k in differing)})" if differing else "")
+    return labels
+
+
 def leaderboard(rows: Sequence[dict]) -> list[dict]:
     """Seed-averaged rows, ranked by score within each (task, n_train)."""
+    names = protocol_labels(rows)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["n_train"], r["model"], r["method"], r["protocol"]), []).append(r)
@@ -102,6 +122,7 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
                 "model": model,
                 "method": method if method != "mllm" else f"mllm/{rs[0].get('prompting') or 'single'}",
                 "protocol": proto,
+                "protocol_label": names[proto],
                 "metric": rs[0]["metric"],
                 "score": statistics.fmean(scores),
                 "ci_low": low,
@@ -154,7 +175,7 @@ def _columns(board: Sequence[dict]) -> tuple[str, ...]:
 
 def _cells(r: dict, columns: Sequence[str]) -> list[str]:
     cells = {
-        "task": r["task"], "protocol": r["protocol"], "n_train": _fmt_n(r["n_train"]), "rank": str(r["rank"]),
+        "task": r["task"], "protocol": r["protocol_label"], "n_train": _fmt_n(r["n_train"]), "rank": str(r["rank"]),
         "model": r["model"], "method": r["method"], "metric": r["metric"], "score": f"{r['score']:.3f}",
         "95% CI": _fmt_ci(r), "sd": f"{r['sd']:.3f}", "seeds": str(r["n_seeds"]), "n_test": str(r["n_test"]),
         "$/answer": "" if r["usd_per_answer"] is None else f"{r['usd_per_answer']:.6f}",
