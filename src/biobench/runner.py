@@ -70,8 +70,9 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
     base = cfg.source.parent.resolve() if cfg.source is not None else Path.cwd()
     load_plugins(cfg.settings.plugins, base)
     _check_device(cfg.settings)
-    for model in {e.model for e in cfg.experiments if e.model.method == "cvml"}:
-        backbone_class(model.org)  # an unknown org fails now, listing the known ones, not after hours of work
+    for model in dict.fromkeys(e.model for e in cfg.experiments if e.model.method == "cvml"):
+        # An unknown org or checkpoint name fails now (dry runs too), listing the known ones, not after hours of work.
+        backbone_class(model.org).check_ckpt(model.ckpt, model.pretrained)
     check_mllm_models(cfg, need_keys=not dry_run, max_usd=max_usd)
     summary = Summary()
     if dry_run:

@@ -104,6 +104,11 @@ class VisionBackbone(torch.nn.Module):
 
         cls.__init__ = recording_init  # type: ignore[method-assign]
 
+    @classmethod
+    def check_ckpt(cls, ckpt: str, pretrained: bool = True) -> None:
+        """Raise `BackboneError` for a checkpoint this class cannot load, without loading or downloading
+        anything (dry runs check every model this way). The default accepts any name."""
+
     def img_encode(self, batch: Float[Tensor, "batch 3 height width"]) -> EncodedImgBatch:
         """Encode a batch of preprocessed images."""
         raise NotImplementedError(f"{type(self).__name__} must implement img_encode().")

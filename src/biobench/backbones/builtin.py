@@ -98,7 +98,11 @@ _CKPTS: dict[str, type[VisionBackbone]] = {"pixel-stats": PixelStats, "random-vi
 class Builtin(VisionBackbone):
     """Weight-free backbones: `pixel-stats` (colour and texture statistics) and `random-vit` (tiny seeded random ViT)."""
 
-    def __new__(cls, ckpt: str, *, pretrained: bool = True):
+    @classmethod
+    def check_ckpt(cls, ckpt: str, pretrained: bool = True) -> None:
         if ckpt not in _CKPTS:
             raise BackboneError(f"builtin org has no checkpoint '{ckpt}'; choose one of {sorted(_CKPTS)}.")
+
+    def __new__(cls, ckpt: str, *, pretrained: bool = True):
+        cls.check_ckpt(ckpt, pretrained)
         return _CKPTS[ckpt](ckpt, pretrained=pretrained)

@@ -56,37 +56,51 @@ def _download_error(name: str, err: BaseException, predownload: str, cache: str,
 class OpenClip(VisionBackbone):
     """Image tower of an [open_clip](https://github.com/mlfoundations/open_clip) model, with its text tower for CLIP-style tasks."""
 
+    @classmethod
+    def resolve(cls, ckpt: str, pretrained: bool = True) -> tuple[str, str | None]:
+        """(architecture, weights source or None for random init) of `ckpt`, checked without loading anything."""
+        import open_clip
+
+        if ckpt.startswith("hf-hub:"):
+            return ckpt, ckpt  # the Hub says whether it exists, when the weights are fetched
+        arch, sep, source = ckpt.partition("@") if "@" in ckpt else ckpt.partition("/")
+        if arch not in open_clip.list_models():
+            close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+            raise BackboneError(
+                f"open-clip has no architecture '{arch}' (from '{ckpt}'). Closest: {', '.join(close) or 'none'}. "
+                "`python -c 'import open_clip; print(open_clip.list_models())'` lists them all."
+            )
+        local_file = bool(source) and os.path.isfile(source)
+        if sep == "@" and not local_file:
+            raise BackboneError(f"open-clip checkpoint '{ckpt}': local weights '{source}' is not a file.")
+        if not pretrained and not local_file:
+            # Random initialisation. A local weights file is still loaded (it needs no
+            # download), as the timm and torchvision orgs do.
+            return arch, None
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if not source:
+            raise BackboneError(
+                f"open-clip checkpoint '{ckpt}' names no weights. Use ARCH/PRETRAINED (tags for {arch}: {', '.join(tags) or 'none'}), "
+                "ARCH@/path/to/weights, or set pretrained = false for a random initialisation."
+            )
+        if not local_file and source not in tags:
+            raise BackboneError(
+                f"open-clip has no pretrained tag '{source}' for {arch} and no file of that name exists. Tags: {', '.join(tags) or 'none'}."
+            )
+        return arch, source
+
+    @classmethod
+    def check_ckpt(cls, ckpt: str, pretrained: bool = True) -> None:
+        cls.resolve(ckpt, pretrained)
+
     def __init__(self, ckpt: str, *, pretrained: bool = True):
         super().__init__()
         import open_clip
 
+        arch, source = self.resolve(ckpt, pretrained)
         if ckpt.startswith("hf-hub:"):
-            arch, source = ckpt, ckpt
             build = lambda: open_clip.create_model_from_pretrained(ckpt)  # noqa: E731
         else:
-            arch, sep, source = ckpt.partition("@") if "@" in ckpt else ckpt.partition("/")
-            if arch not in open_clip.list_models():
-                close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-                raise BackboneError(
-                    f"open-clip has no architecture '{arch}' (from '{ckpt}'). Closest: {', '.join(close) or 'none'}. "
-                    "`python -c 'import open_clip; print(open_clip.list_models())'` lists them all."
-                )
-            local_file = bool(source) and os.path.isfile(source)
-            if sep == "@" and not local_file:
-                raise BackboneError(f"open-clip checkpoint '{ckpt}': local weights '{source}' is not a file.")
-            if not pretrained and not local_file:
-                # Random initialisation. A local weights file is still loaded (it needs no
-                # download), as the timm and torchvision orgs do.
-                source = None
-            elif not source:
-                tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-                raise BackboneError(
-                    f"open-clip checkpoint '{ckpt}' names no weights. Use ARCH/PRETRAINED (tags for {arch}: {tags}), "
-                    "ARCH@/path/to/weights, or set pretrained = false for a random initialisation."
-                )
-            elif not local_file and source not in open_clip.list_pretrained_tags_by_model(arch):
-                tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-                raise BackboneError(f"open-clip has no pretrained tag '{source}' for {arch} and no file of that name exists. Tags: {tags}.")
 
             def build():
                 model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=source)
@@ -143,17 +157,24 @@ class Timm(VisionBackbone):
     otherwise the model's own pooled pre-logits features.
     """
 
-    def __init__(self, ckpt: str, *, pretrained: bool = True):
-        super().__init__()
+    @classmethod
+    def check_ckpt(cls, ckpt: str, pretrained: bool = True) -> None:
         import timm
 
-        name, path = _split_local_path(ckpt)
+        name, _ = _split_local_path(ckpt)
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=3)
             raise BackboneError(
                 f"timm has no model '{name}'. Closest: {', '.join(close) or 'none'}. "
                 "`python -c 'import timm; print(timm.list_models(\"vit_*\"))'` lists them."
             )
+
+    def __init__(self, ckpt: str, *, pretrained: bool = True):
+        super().__init__()
+        import timm
+
+        self.check_ckpt(ckpt, pretrained)
+        name, path = _split_local_path(ckpt)
         kwargs: dict = {"num_classes": 0}
         if path:
             kwargs["pretrained_cfg_overlay"] = {"file": path}
@@ -191,8 +212,9 @@ class Torchvision(VisionBackbone):
 
     HEAD_ATTRS = ("fc", "head", "heads", "classifier")
 
-    def __init__(self, ckpt: str, *, pretrained: bool = True):
-        super().__init__()
+    @classmethod
+    def resolve(cls, ckpt: str, pretrained: bool = True):
+        """(architecture, weights enum member, local path) of `ckpt`, checked without loading anything."""
         from torchvision import models
 
         name, path = _split_local_path(ckpt)
@@ -204,21 +226,28 @@ class Torchvision(VisionBackbone):
                 "`python -c 'import torchvision; print(torchvision.models.list_models())'` lists them."
             )
         weights_enum = models.get_model_weights(arch)
+        choices = ", ".join(w.name for w in weights_enum)
         if weights_name:
             try:
-                weights = weights_enum[weights_name]
+                return arch, weights_enum[weights_name], path
             except KeyError:
-                choices = ", ".join(w.name for w in weights_enum)
                 raise BackboneError(f"torchvision {arch} has no weights '{weights_name}'. Choose one of: {choices}.") from None
-        elif pretrained and not path:
-            choices = ", ".join(w.name for w in weights_enum)
+        if pretrained and not path:
             raise BackboneError(
                 f"torchvision checkpoint '{ckpt}' names no weights. Use {arch}/WEIGHTS ({choices}), "
                 f"{arch}@/path/to/state_dict.pth, or set pretrained = false."
             )
-        else:
-            weights = weights_enum.DEFAULT
+        return arch, weights_enum.DEFAULT, path
 
+    @classmethod
+    def check_ckpt(cls, ckpt: str, pretrained: bool = True) -> None:
+        cls.resolve(ckpt, pretrained)
+
+    def __init__(self, ckpt: str, *, pretrained: bool = True):
+        super().__init__()
+        from torchvision import models
+
+        arch, weights, path = self.resolve(ckpt, pretrained)
         load_hub_weights = pretrained and not path
         try:
             self.model = models.get_model(arch, weights=weights if load_hub_weights else None)
