@@ -54,6 +54,9 @@ class Probe:
     """Re-identification: called with x_test = x_train, each row predicted from the others."""
     parallel: ClassVar[bool] = False
     """Sub-tasks may be fitted in parallel worker processes (single-threaded scikit-learn work)."""
+    any_float: ClassVar[bool] = False
+    """Takes features in their own float dtype (float32 too) and converts them itself, in row chunks, so the
+    probe route passes them without a float64 copy (for the others it makes one)."""
 
     def __call__(
         self,
@@ -105,6 +108,8 @@ class Ridge(Probe):
     """Standardise features first (the seed's StandardScaler)."""
     log2_alpha: tuple[int, int] = (-15, 5)
     """Alpha grid 2 ** arange(lo, hi)."""
+
+    any_float: ClassVar[bool] = True
 
     def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
         from biobench.probes import ridge
