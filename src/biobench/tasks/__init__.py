@@ -19,7 +19,7 @@ from biobench.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-BUILTIN = ("newt", "ages", "hybrids", "plankton", "beluga", "fishnet", "kabr")
+BUILTIN = ("newt", "ages", "hybrids", "plankton", "beluga", "fishnet", "kabr", "inat21", "plantnet", "iwildcam")
 """Modules of `biobench.tasks` that define the built-in tasks."""
 ENTRY_POINT_GROUP = "biobench.tasks"
 
