@@ -80,18 +80,18 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     n_test = args.n // 5 if args.n_test is None else args.n_test
 
+    # Imported before the "before" reading: the libraries' own memory is not the fit's.
+    import sklearn.model_selection  # noqa: F401
+    import torch  # noqa: F401
+
+    import biobench.probes.ridge  # noqa: F401
+    from biobench.evaluation import EvalContext
     from biobench.examples import Examples
     from biobench.images import ImageSet
     from biobench.metrics import ACCURACY
     from biobench.probes import Ridge
     from biobench.routes import probe as probe_route
-    from biobench.evaluation import EvalContext
     from biobench.tasks.spec import TaskSpec
-
-    import sklearn.model_selection  # noqa: F401  (the libraries' own memory is not the fit's)
-    import torch  # noqa: F401
-
-    from biobench.probes import ridge  # noqa: F401
 
     x, y = generate(args.n, n_test, args.d, args.classes, args.seed)
     # Train rows first, then test rows, as the class-folder reader lists them.
