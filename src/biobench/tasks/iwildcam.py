@@ -121,7 +121,7 @@ FIXTURE_CLASSES = {0: "empty", 36: "tayassu pecari", 72: "dasyprocta punctata", 
 
 def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> None:
     """Write metadata.csv, categories.csv and JPEGs in train/: 4 classes x 8 train images at locations 0-2,
-    4 x 5 OOD test images at locations 3-4, 6 train images of class 146, and 6 rows of other splits.
+    4 x 5 OOD test images at locations 3-4, 6 train images of class 146, and 5 rows of other splits (val, id_test).
 
     With `shuffle_labels`, `y` is permuted within each split after drawing.
     """
