@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biobench.backbones import load_vision_backbone
-from biobench.cache import FeatureCache
-from biobench.embed import EmbedSettings, get_features
 from biobench.errors import DataError
 from biobench.evaluation import EvalContext
 from biobench.routes import probe as probe_route
 from biobench.tasks import get_task, inat21
+from tests.ridge_seed import pixel_features, seed_search
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +64,15 @@ def test_empty_class_folder_names_it_and_stray_files_are_ignored(data, tmp_path)
 
 def test_protocol_matches_the_seed_pipeline_and_breaks_down_by_kingdom(data, tmp_path):
     """The seed's StandardScaler + RidgeClassifier, alpha by 5-fold CV accuracy over 2 ** arange(-15, 5)."""
-    import sklearn.linear_model
-    import sklearn.model_selection
-    import sklearn.pipeline
-    import sklearn.preprocessing
 
     spec = get_task("inat21")
     assert spec.probe.class_weight is None and spec.probe.scoring == "accuracy" and spec.probe.log2_alpha == (-15, 5)
     options = inat21.Options(data=data)
     ex = inat21.read(options)
-    backbone = load_vision_backbone("builtin", "pixel-stats")
-    x = get_features(backbone, ex.images, FeatureCache(tmp_path / "cache"), EmbedSettings("cpu", 64, 0, "stat")).features
+    x = pixel_features(ex, tmp_path / "cache")
     report = probe_route.evaluate(spec, options, ex, x, EvalContext(seed=0, n_bootstrap=100))
     y, split = ex.table["label"].to_numpy(), ex.table["split"].to_numpy()
-    pipe = sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), sklearn.linear_model.RidgeClassifier())
-    clf = sklearn.model_selection.GridSearchCV(pipe, {"ridgeclassifier__alpha": np.power(2.0, np.arange(-15, 5))})
-    clf.fit(x[split == "train"], y[split == "train"])
+    clf = seed_search(x[split == "train"], y[split == "train"])
     assert report.score == pytest.approx(np.mean(clf.predict(x[split == "test"]) == y[split == "test"]))
     assert report.sub_scores["probe"]["params"]["alpha"] == clf.best_params_["ridgeclassifier__alpha"]
     assert set(report.sub_scores["kingdom"]) == {"Animalia", "Fungi", "Plantae"}

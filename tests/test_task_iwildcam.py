@@ -10,13 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from biobench.backbones import load_vision_backbone
-from biobench.cache import FeatureCache
-from biobench.embed import EmbedSettings, get_features
 from biobench.errors import DataError
 from biobench.evaluation import EvalContext
 from biobench.routes import probe as probe_route
 from biobench.tasks import get_task, iwildcam
+from tests.ridge_seed import pixel_features, seed_search
 
 
 @pytest.fixture(scope="module")
@@ -78,23 +76,16 @@ def test_missing_file_and_missing_column_are_named(data, tmp_path):
 
 def test_protocol_and_macro_f1_over_test_classes_match_the_seed(data, tmp_path):
     """Ridge (unweighted), alpha by 5-fold CV macro-F1 over 2 ** arange(-15, 5); f1_score(labels=np.unique(y_test))."""
-    import sklearn.linear_model
     import sklearn.metrics
-    import sklearn.model_selection
-    import sklearn.pipeline
-    import sklearn.preprocessing
 
     spec = get_task("iwildcam")
     assert spec.probe.class_weight is None and spec.probe.scoring == "macro_f1" and spec.probe.log2_alpha == (-15, 5)
     options = iwildcam.Options(data=data)
     ex = iwildcam.read(options)
-    backbone = load_vision_backbone("builtin", "pixel-stats")
-    x = get_features(backbone, ex.images, FeatureCache(tmp_path / "cache"), EmbedSettings("cpu", 64, 0, "stat")).features
+    x = pixel_features(ex, tmp_path / "cache")
     report = probe_route.evaluate(spec, options, ex, x, EvalContext(seed=0, n_bootstrap=100))
     y, split = ex.table["label"].to_numpy(), ex.table["split"].to_numpy()
-    pipe = sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), sklearn.linear_model.RidgeClassifier())
-    grid = {"ridgeclassifier__alpha": np.power(2.0, np.arange(-15, 5))}
-    clf = sklearn.model_selection.GridSearchCV(pipe, grid, scoring="f1_macro").fit(x[split == "train"], y[split == "train"])
+    clf = seed_search(x[split == "train"], y[split == "train"], scoring="f1_macro")
     y_test, pred = y[split == "test"], clf.predict(x[split == "test"])
     assert report.sub_scores["probe"]["params"]["alpha"] == clf.best_params_["ridgeclassifier__alpha"]
     assert report.score == pytest.approx(sklearn.metrics.f1_score(y_test, pred, average="macro", labels=np.unique(y_test)))

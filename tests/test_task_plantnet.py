@@ -5,16 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from biobench.backbones import load_vision_backbone
-from biobench.cache import FeatureCache
-from biobench.embed import EmbedSettings, get_features
 from biobench.errors import DataError
 from biobench.evaluation import EvalContext
 from biobench.routes import probe as probe_route
 from biobench.tasks import get_task, plantnet
+from tests.ridge_seed import pixel_features, seed_search
 
 
 @pytest.fixture(scope="module")
@@ -81,24 +78,16 @@ def test_download_hook_lifts_the_zip_folder(data, tmp_path):
 
 def test_protocol_matches_the_seed_pipeline(data, tmp_path):
     """Balanced ridge, alpha by 5-fold CV macro-F1 over 2 ** arange(-15, 11); headline mean per-class accuracy."""
-    import sklearn.linear_model
     import sklearn.metrics
-    import sklearn.model_selection
-    import sklearn.pipeline
-    import sklearn.preprocessing
 
     spec = get_task("plantnet")
     assert spec.metric.name == "mean_per_class_accuracy" and spec.metric.resample == "stratified"
     options = plantnet.Options(data=data)
     ex = plantnet.read(options)
-    backbone = load_vision_backbone("builtin", "pixel-stats")
-    x = get_features(backbone, ex.images, FeatureCache(tmp_path / "cache"), EmbedSettings("cpu", 64, 0, "stat")).features
+    x = pixel_features(ex, tmp_path / "cache")
     report = probe_route.evaluate(spec, options, ex, x, EvalContext(seed=0, n_bootstrap=100))
     y, split = ex.table["label"].to_numpy(), ex.table["split"].to_numpy()
-    ridge = sklearn.linear_model.RidgeClassifier(class_weight="balanced")
-    pipe = sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), ridge)
-    grid = {"ridgeclassifier__alpha": np.power(2.0, np.arange(-15, 11))}
-    clf = sklearn.model_selection.GridSearchCV(pipe, grid, scoring="f1_macro").fit(x[split == "train"], y[split == "train"])
+    clf = seed_search(x[split == "train"], y[split == "train"], log2_alpha=(-15, 11), class_weight="balanced", scoring="f1_macro")
     pred = clf.predict(x[split == "test"])
     assert report.sub_scores["probe"]["params"]["alpha"] == clf.best_params_["ridgeclassifier__alpha"]
     assert report.score == pytest.approx(sklearn.metrics.balanced_accuracy_score(y[split == "test"], pred))
