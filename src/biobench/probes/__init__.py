@@ -64,6 +64,10 @@ class Probe:
         """`short_name`, or the class name lower-cased for a probe that sets none."""
         return cls.short_name or cls.__name__.lower()
 
+    any_float: ClassVar[bool] = False
+    """Takes features in their own float dtype (float32 too) and converts them itself, in row chunks, so the
+    probe route passes them without a float64 copy (for the others it makes one)."""
+
     def __call__(
         self,
         x_train: Float[np.ndarray, "n d"],
@@ -118,6 +122,8 @@ class Ridge(Probe):
     """Standardise features first (the seed's StandardScaler)."""
     log2_alpha: tuple[int, int] = (-15, 5)
     """Alpha grid 2 ** arange(lo, hi)."""
+
+    any_float: ClassVar[bool] = True
 
     def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
         from biobench.probes import ridge

@@ -34,6 +34,9 @@ from jaxtyping import Float, Int
 from biobench.probes import labels
 
 _ROW_CHUNK = 16_384
+"""Rows of features converted to float64 at once (accumulating moments, projecting)."""
+_SCORE_ELEMENTS = 1 << 22
+"""Largest (rows x classes) block of decision values scored at once: 4M values, 32 MB in float64."""
 
 
 def default_alphas(lo: int = -15, hi: int = 5) -> Float[np.ndarray, " k"]:
@@ -150,19 +153,20 @@ def _solve(
 
 def _project(x: torch.Tensor, rows: torch.Tensor, s: _Solved, dtype: torch.dtype) -> torch.Tensor:
     """Rows of x, centred and scaled as in training, in the eigenbasis: (n, d) in `dtype`."""
-    out = []
+    out = torch.empty(len(rows), x.shape[1], dtype=dtype, device=x.device)
     for lo in range(0, len(rows), _ROW_CHUNK):
         xc = (x[rows[lo : lo + _ROW_CHUNK]].to(torch.float64) - s.shift) / s.scale
-        out.append((xc @ s.evecs).to(dtype))
-    return torch.cat(out) if out else torch.zeros(0, x.shape[1], dtype=dtype, device=x.device)
+        out[lo : lo + len(xc)] = xc @ s.evecs
+    return out
 
 
 def _scores(z: torch.Tensor, s: _Solved, alpha: float) -> torch.Tensor:
     """Decision values (n, C) of the ridge with `alpha` for projected rows `z`."""
     inv = (1.0 / (s.evals + alpha)).to(z.dtype)
-    scores = (z * inv) @ s.q.to(z.dtype) + s.y_mean.to(z.dtype)
+    scores = (z * inv) @ s.q.to(z.dtype)
+    scores += s.y_mean.to(z.dtype)
     # A class absent from this training fold cannot be predicted (scikit-learn never saw it).
-    return scores.masked_fill(~s.present, -torch.inf) if not bool(s.present.all()) else scores
+    return scores.masked_fill_(~s.present, -torch.inf) if not bool(s.present.all()) else scores
 
 
 def _top2(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,10 +213,28 @@ def _predict_chunk(z: torch.Tensor, s: _Solved, alphas: np.ndarray, q_max: torch
     return out
 
 
+def _score_rows(n_classes: int) -> int:
+    """Rows scored at once: at most `_ROW_CHUNK`, and few enough that a (rows x C) block stays under `_SCORE_ELEMENTS`."""
+    return max(1, min(_ROW_CHUNK, _SCORE_ELEMENTS // max(n_classes, 1)))
+
+
 def _predict_all_alphas(z: torch.Tensor, s: _Solved, alphas: np.ndarray) -> torch.Tensor:
     """Arg-max class code for every alpha: (k, n). Rows go in chunks so no (n x C) block exists."""
     q_max = s.q.abs().amax(1)  # (d,) largest |q_kc| over classes
-    return torch.cat([_predict_chunk(z[lo : lo + _ROW_CHUNK], s, alphas, q_max) for lo in range(0, len(z), _ROW_CHUNK)], dim=1)
+    step = _score_rows(s.q.shape[1])
+    out = torch.empty(len(alphas), len(z), dtype=torch.long, device=z.device)
+    for lo in range(0, len(z), step):
+        out[:, lo : lo + step] = _predict_chunk(z[lo : lo + step], s, alphas, q_max)
+    return out
+
+
+def _predict_rows(x: torch.Tensor, rows: torch.Tensor, s: _Solved, alphas: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """`_predict_all_alphas` of x[rows], projected a chunk at a time (no (n x d) projection of all rows is kept)."""
+    out = torch.empty(len(alphas), len(rows), dtype=torch.long, device=x.device)
+    for lo in range(0, len(rows), _ROW_CHUNK):
+        r = rows[lo : lo + _ROW_CHUNK]
+        out[:, lo : lo + len(r)] = _predict_all_alphas(_project(x, r, s, dtype), s, alphas)
+    return out
 
 
 def _cv_score(y_true: np.ndarray, y_pred: np.ndarray, scoring: str) -> float:
@@ -248,8 +270,8 @@ class RidgeClassifier:
     def predict(self, x: Float[np.ndarray, "m d"] | torch.Tensor, *, dtype: torch.dtype = torch.float64) -> np.ndarray:
         """Predicted labels, scored in row chunks (memory O(chunk x C))."""
         xt = _as_tensor(x, self.solved.evecs.device)
-        z = _project(xt, torch.arange(len(xt), device=xt.device), self.solved, dtype)
-        return self.classes[_predict_all_alphas(z, self.solved, np.array([self.alpha]))[0].cpu().numpy()]
+        rows = torch.arange(len(xt), device=xt.device)
+        return self.classes[_predict_rows(xt, rows, self.solved, np.array([self.alpha]), dtype)[0].cpu().numpy()]
 
 
 def _as_tensor(x, device) -> torch.Tensor:
@@ -307,8 +329,7 @@ def fit(
                 s = _solve(xt, torch.as_tensor(train, device=xt.device), codes, n_classes, **opts)
             else:
                 s = _decompose(total - parts[k], origin, standardize=standardize)
-            z = _project(xt, torch.as_tensor(val, device=xt.device), s, dtype)
-            preds = _predict_all_alphas(z, s, alphas).cpu().numpy()
+            preds = _predict_rows(xt, torch.as_tensor(val, device=xt.device), s, alphas, dtype).cpu().numpy()
             per_fold.append([_cv_score(codes_np[val], p, scoring) for p in preds])
         cv_scores = np.mean(np.array(per_fold), axis=0)
     best = int(np.argmax(cv_scores))  # first of ties, as GridSearchCV's rank
