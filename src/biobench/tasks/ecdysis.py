@@ -16,7 +16,8 @@ Protocol (the original biobench's): a class is the taxonomy joined,
 `class|order|family|genus|species`. Within each class, images sorted by `visit_date`
 (ties: file order); the earliest 80% (`int(0.8 n)`) train and the latest 20% test.
 Classes with a single image are dropped: the split would put it in test with nothing to
-learn from. Logistic regression (softmax, L2, C = 1) on standardised features fits the
+learn from. The original's linear probe (`biobench.probes.Linear`: LayerNorm + one linear
+layer, AdamW, 10,000 cosine-decayed steps; `[ecdysis] steps` changes the budget) fits the
 training images and predicts the test images; `n_train` is a seeded class-balanced number
 of training images. Metric: macro-F1 over the test classes, with a class-stratified
 bootstrap interval.
@@ -47,7 +48,7 @@ from biobench.images import ImageSet
 from biobench.layouts import require_files
 from biobench.layouts.tables import drop_nulls, read_csv, require_unique
 from biobench.metrics import MACRO_F1
-from biobench.probes import Logistic
+from biobench.probes import Linear
 from biobench.tasks import register_task
 from biobench.tasks.spec import TaskSpec
 
@@ -73,6 +74,8 @@ class Options:
 
     data: Path
     """Directory holding metadata.csv and images/."""
+    steps: int = 10_000
+    """Linear-probe training steps (the original's)."""
 
 
 def read(options: Options) -> Examples:
@@ -169,4 +172,4 @@ def download_from(root: Path, page_url: str, *, workers: int = 16) -> None:
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, download=lambda root: download_from(root, PAGE_URL),
-                              probe=Logistic(), preprocess=("standardise",), metric=MACRO_F1))  # fmt: skip
+                              probe=lambda options: Linear(steps=options.steps), metric=MACRO_F1))  # fmt: skip
