@@ -44,6 +44,10 @@ SPECIAL_DOWNLOADS = {
         name: "a BioCLIP 2 zero-shot set: its images come from each source (no download yet)"
         for name in __import__("biobench.tasks.clip_sets", fromlist=["SETS"]).SETS
     },
+    **{
+        name: "its last step fetches every image its CSV lists by URL with md5 (tests/test_task_bio_retrieval.py)"
+        for name in ("cornell-bird-retrieval", "plantid-retrieval")
+    },
     "inquire-rerank": "a public Hugging Face dataset: its download prints the steps (tests/test_task_inquire.py)",
     "birds525": "Kaggle needs a login: its download prints the steps and the layout "
     "(tests/test_task_birds525.py::test_download_prints_the_kaggle_steps_and_the_layout_or_accepts_files_in_place)",
