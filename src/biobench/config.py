@@ -49,7 +49,7 @@ from typing import Literal
 from biobench.errors import ConfigError
 from biobench.mllm.settings import MLLM_ONLY, MllmSettings, check_mllm
 
-Method = Literal["cvml", "mllm"]
+Method = Literal["cvml", "mllm", "zero-shot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,9 @@ class Model(MllmSettings):
     ckpt: str
     """Checkpoint within the org, e.g. "ViT-B-16/openai", "hf-hub:imageomics/bioclip", "vit_base_patch14_reg4_dinov2.lvd142m", "pixel-stats"."""
     method: Method = "cvml"
-    """"cvml": frozen image features + a probe; "mllm": a multimodal LLM prompted through an API."""
+    """"cvml": frozen image features + a probe; "mllm": a multimodal LLM prompted through an API; "zero-shot": a
+    CLIP-style backbone's image and text towers, no training (the text route: zero-shot classification, retrieval,
+    re-ranking; tasks without it, and backbones without a text tower, show "no code")."""
     pretrained: bool = True
     """Load pretrained weights; false builds a seeded random initialisation (baselines, offline tests)."""
 

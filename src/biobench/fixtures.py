@@ -188,3 +188,27 @@ def reid_coco(
     }
     (root / json_path).parent.mkdir(parents=True, exist_ok=True)
     (root / json_path).write_text(json.dumps(doc, indent=1))
+
+
+COLOURED_TAXA = (
+    ("red", "Turdus", "ruber", "red thrush", (0.85, 0.1, 0.1)),
+    ("blue", "Parus", "caeruleus", "blue tit", (0.15, 0.25, 0.85)),
+    ("green", "Picus", "viridis", "green woodpecker", (0.15, 0.7, 0.2)),
+    ("yellow", "Serinus", "flavus", "yellow canary", (0.95, 0.9, 0.15)),
+    ("black", "Corvus", "niger", "black crow", (0.05, 0.05, 0.05)),
+    ("white", "Egretta", "alba", "white egret", (0.95, 0.95, 0.95)),
+    ("purple", "Porphyrio", "purpureus", "purple swamphen", (0.55, 0.2, 0.7)),
+    ("orange", "Icterus", "aurantiacus", "orange oriole", (0.95, 0.55, 0.1)),
+)
+"""(colour, genus, epithet, common name, RGB): classes whose every name form names their colour, so that
+`builtin:colour-clip` solves text-route fixtures (zero-shot, retrieval, re-ranking) drawn with `colour_image`."""
+
+
+def colour_image(rng: np.random.Generator, rgb: Sequence[float], size: int = 32, share: float = 0.7) -> Image.Image:
+    """An image mostly (`share` of its pixels, in blocks) of colour `rgb`, the rest random colours, plus noise."""
+    blocks = rng.uniform(0.0, 1.0, size=(8, 8, 3))
+    keep = rng.uniform(size=(8, 8)) < share
+    blocks[keep] = rgb
+    img = np.asarray(Image.fromarray((blocks * 255).astype(np.uint8)).resize((size, size), Image.NEAREST)) / 255.0
+    img = img + rng.normal(0.0, 0.03, size=img.shape)
+    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")

@@ -56,6 +56,8 @@ class Metric:
 ACCURACY = Metric("accuracy")
 CLUSTERED_ACCURACY = Metric("accuracy", resample="clustered")
 """Accuracy whose interval resamples whole groups (videos, sites): for examples that are not independent."""
+STRATIFIED_ACCURACY = Metric("accuracy", stats.accuracy, "stratified")
+"""Accuracy whose interval resamples within each class (zero-shot sets: a class's share stays fixed)."""
 MEAN_PER_CLASS_ACCURACY = Metric("mean_per_class_accuracy", stats.mean_per_class_accuracy, "stratified")
 MACRO_F1 = Metric("macro_f1", stats.macro_f1, "stratified")
 MULTILABEL_MEAN_F1 = Metric("mean_f1", stats.multilabel_mean_f1, per_label="trait")

@@ -22,8 +22,30 @@ from biobench.tasks.spec import TaskSpec
 Status = Literal["run", "done", "no data", "no code", "n/a", "claimed", "bad data"]
 """'n/a': the task ignores n_train (it runs once, at n_train = -1); 'bad data': its dataset failed to read."""
 
-ROUTE_OF_METHOD = {"cvml": "probe", "mllm": "mllm"}
+ROUTE_OF_METHOD = {"cvml": "probe", "mllm": "mllm", "zero-shot": "text"}
 """Which route evaluates a model of each method."""
+
+
+def uses_n_train(spec: TaskSpec, method: str) -> bool:
+    """Whether the grid's n_train values matter for `spec` under `method` (the text route trains nothing)."""
+    return spec.uses_n_train and ROUTE_OF_METHOD[method] != "text"
+
+
+def has_code(spec: TaskSpec, model: Model) -> bool:
+    """Whether `model` can be evaluated on `spec`: the task has the model's route, and for the text route the
+    backbone has a text tower (decided without loading it)."""
+    route = ROUTE_OF_METHOD[model.method]
+    if not spec.supports(route):
+        return False
+    if route == "text":
+        from biobench.backbones import backbone_class
+        from biobench.errors import BackboneError
+
+        try:
+            return backbone_class(model.org).has_text_tower(model.ckpt)
+        except BackboneError:
+            return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +95,7 @@ def protocol_id(spec: TaskSpec, options, model: Model, debug: bool = False) -> s
 def key_for(spec: TaskSpec, options, exp: Experiment, debug: bool = False) -> ExperimentKey:
     """The experiment key; a task that ignores n_train is keyed at n_train = -1 whatever the grid says."""
     m = exp.model
-    n_train = exp.n_train if spec.uses_n_train else -1
+    n_train = exp.n_train if uses_n_train(spec, m.method) else -1
     return ExperimentKey(spec.name, m.org, m.key_ckpt, m.method, n_train, exp.seed, protocol_id(spec, options, m, debug))
 
 
@@ -97,7 +119,7 @@ def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
             key = key_for(spec, options[name], exp, cfg.settings.debug)
             if options[name] is None:
                 status: Status = "no data"
-            elif not spec.supports(ROUTE_OF_METHOD[exp.model.method]):
+            elif not has_code(spec, exp.model):
                 status = "no code"
             elif key in seen:
                 status = "n/a"
@@ -106,5 +128,6 @@ def plan(cfg: Config, store: Store | None = None) -> list[Planned]:
             else:
                 status = "run"
             seen.add(key)
-            out.append(Planned(name, exp if spec.uses_n_train else dataclasses.replace(exp, n_train=-1), key, status))
+            kept = uses_n_train(spec, exp.model.method)
+            out.append(Planned(name, exp if kept else dataclasses.replace(exp, n_train=-1), key, status))
     return out

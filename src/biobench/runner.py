@@ -28,7 +28,7 @@ from biobench.errors import BiobenchError, ConfigError
 from biobench.examples import Examples
 from biobench.plan import Planned, plan
 from biobench.plugins import load_plugins
-from biobench.routes import mllm_reports, probe_reports
+from biobench.routes import mllm_reports, probe_reports, text_reports
 from biobench.store import Report, Store, StoreError
 from biobench.tasks import get_task
 
@@ -38,7 +38,7 @@ __all__ = ["Planned", "Summary", "plan", "run"]
 
 
 def load_model(model: Model, device: str):
-    """The backbone of a cvml `model`, on `device`."""
+    """The backbone of a cvml or zero-shot `model`, on `device`."""
     return load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
 
 
@@ -70,7 +70,7 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
     base = cfg.source.parent.resolve() if cfg.source is not None else Path.cwd()
     load_plugins(cfg.settings.plugins, base)
     _check_device(cfg.settings)
-    for model in dict.fromkeys(e.model for e in cfg.experiments if e.model.method == "cvml"):
+    for model in dict.fromkeys(e.model for e in cfg.experiments if e.model.method in ("cvml", "zero-shot")):
         # An unknown org or checkpoint name fails now (dry runs too), listing the known ones, not after hours of work.
         backbone_class(model.org).check_ckpt(model.ckpt, model.pretrained)
     check_mllm_models(cfg, need_keys=not dry_run, max_usd=max_usd)
@@ -162,7 +162,8 @@ def _run_all(
         nonlocal backbone
         if backbone is None:
             backbone = load_model(model, cfg.settings.resolved_device())
-        yield from probe_reports(backbone, task_name, [p.experiment for p in items], [p.key for p in items], cfg, data.get(task_name))
+        reports = text_reports if model.method == "zero-shot" else probe_reports
+        yield from reports(backbone, task_name, [p.experiment for p in items], [p.key for p in items], cfg, data.get(task_name))
 
     for model, by_task in by_model.items():
         if model.method == "mllm":

@@ -117,6 +117,21 @@ class VisionBackbone(torch.nn.Module):
         """The evaluation transform: a PIL image in, a (3, H, W) float tensor out."""
         raise NotImplementedError(f"{type(self).__name__} must implement make_img_transform().")
 
+    def txt_encode(self, texts: list[str]) -> Float[Tensor, "n dim"]:
+        """Optional text tower (CLIP-style models): one vector per text, in the space of `img_encode`'s vectors.
+
+        Backbones that have one override it (tokenising inside, to the model's context length);
+        the text route (`biobench.routes.text`: zero-shot classification, retrieval, re-ranking)
+        normalises and caches what it returns. Backbones without one leave it: text-route tasks
+        then show "no code" for them."""
+        raise NotImplementedError(f"{type(self).__name__} has no text tower.")
+
+    @classmethod
+    def has_text_tower(cls, ckpt: str) -> bool:
+        """Whether `ckpt` of this class has a text tower, decided without loading anything (dry runs
+        use it). The default: the class overrides `txt_encode`."""
+        return cls.txt_encode is not VisionBackbone.txt_encode
+
     def weights_identity(self) -> str:
         """A string that changes whenever the weights change.
 

@@ -141,7 +141,9 @@ class OpenClip(VisionBackbone):
         """Embed captions or class prompts with the text tower (unnormalised)."""
         import open_clip
 
-        tokenizer = open_clip.get_tokenizer(self._tokenizer_name)
+        if getattr(self, "_tokenizer", None) is None:
+            self._tokenizer = open_clip.get_tokenizer(self._tokenizer_name)  # truncates to the model's context length
+        tokenizer = self._tokenizer
         device = next(self.model.parameters()).device
         return self.model.encode_text(tokenizer(texts).to(device))
 

@@ -2,6 +2,7 @@
 
 - `probe`: frozen image features -> preprocess -> a probe per sub-task -> metric.
 - `mllm`: the same sub-tasks and examples as prompts to a multimodal LLM.
+- `text`: image features against a CLIP-style text tower (zero-shot classification, retrieval, re-ranking).
 
 This module runs a route for one model on one task over several (n_train, seed)
 experiments and turns each `TaskReport` into the store's `Report` (key, config,
@@ -80,6 +81,52 @@ def probe_reports(
             seconds_embed=seconds_embed,
         )
         seconds_embed = 0.0  # later experiments reuse the features in memory
+
+
+def text_reports(
+    backbone,
+    task_name: str,
+    experiments: Sequence[Experiment],
+    keys: Sequence[ExperimentKey],
+    cfg: Config,
+    examples: Examples | None = None,
+) -> Iterator[Report]:
+    """The text route: embed the task's images once (cache first), its texts as asked (cache first), one Report per experiment."""
+    from biobench.cache import FeatureCache
+    from biobench.embed import EmbedSettings, get_features
+    from biobench.routes import text
+    from biobench.text_embed import get_text_features
+
+    s = cfg.settings
+    device = s.resolved_device()
+    spec = get_task(task_name)
+    options = cfg.task_options_for(task_name)
+    examples = spec.read(options) if examples is None else examples
+    cache = FeatureCache(s.resolved_cache_dir())
+    emb = get_features(backbone, examples.images, cache, EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys))
+    data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
+    counts = {"n_cached": 0, "n_embedded": 0}
+
+    def encode(texts):
+        out = get_text_features(backbone, list(texts), cache, device=device, dataset=task_name)
+        counts["n_cached"] += out.n_cached
+        counts["n_embedded"] += out.n_encoded
+        return out.features
+
+    seconds_embed = emb.seconds
+    for exp, key in zip(experiments, keys, strict=True):
+        result = text.evaluate(spec, options, examples, emb.features, encode, context(cfg, key, device))
+        embedding = {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded, "texts": dict(counts)}
+        yield Report(
+            key,
+            result,
+            config=run_config(exp, options, {**dataclasses.asdict(s), "device": device}, embedding=embedding),
+            provenance=provenance.provenance(device),
+            data_fingerprint=data_fp,
+            backbone_fingerprint=emb.backbone_fingerprint,
+            seconds_embed=seconds_embed,
+        )
+        seconds_embed = 0.0
 
 
 def mllm_reports(

@@ -20,7 +20,7 @@ from biobench.tasks.spec import TaskSpec
 logger = logging.getLogger(__name__)
 
 BUILTIN = ("newt", "ages", "hybrids", "plankton", "beluga", "fishnet", "kabr", "imagenet", "rarespecies", "mammalnet", "ecdysis",
-           "birds525", "leopard", "herbarium19", "fungiclef", "inat21", "plantnet", "iwildcam")  # fmt: skip
+           "birds525", "leopard", "herbarium19", "fungiclef", "inat21", "plantnet", "iwildcam", "clip_sets", "inquire", "bio_retrieval")  # fmt: skip
 """Modules of `biobench.tasks` that define the built-in tasks."""
 ENTRY_POINT_GROUP = "biobench.tasks"
 

@@ -24,10 +24,11 @@ from biobench.metrics import ACCURACY, Metric
 from biobench.probes import Probe
 from biobench.sampling import Repeats
 
-KINDS = ("classification", "re-identification", "traits", "behaviour", "detection")
+KINDS = ("classification", "re-identification", "traits", "behaviour", "detection", "retrieval")
 """What a task asks of a model, as `biobench tasks` lists it."""
-ROUTES = ("probe", "mllm")
-"""Routes a task can declare: 'probe' (frozen features + a probe), 'mllm' (prompting a multimodal LLM)."""
+ROUTES = ("probe", "mllm", "text")
+"""Routes a task can declare: 'probe' (frozen features + a probe), 'mllm' (prompting a multimodal LLM),
+'text' (image features against a CLIP-style text tower: zero-shot classification, retrieval, re-ranking)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +60,17 @@ class TaskSpec:
     headline: str | None = None
     """The sub-task whose score is the headline (None: all test examples pooled)."""
     routes: tuple[str, ...] = ("probe",)
-    """What the task can evaluate: 'probe', 'mllm'."""
+    """What the task can evaluate: 'probe', 'mllm', 'text'."""
+    text: Callable[..., Any] | None = None
+    """The text route's evaluation, `text(options, examples, image_features, encode, ctx) -> TaskReport` (`encode`:
+    texts -> normalised, cached text embeddings); None = zero-shot classification with the class names
+    (`biobench.routes.text`)."""
     evaluate: Callable[..., Any] | None = None
     """Escape hatch: `evaluate(options, examples, features, ctx) -> TaskReport` replaces the probe route's loop."""
     uses_n_train: bool = True
     """False for tasks without a training set to shrink (leave-one-out re-identification): they run once, at n_train = -1."""
     kind: str = "classification"
-    """One of `KINDS`: classification, re-identification, traits, behaviour, detection."""
+    """One of `KINDS`: classification, re-identification, traits, behaviour, detection, retrieval."""
     definition: str = ""
     """A hash of the task's definition where it is data, not code (a config's `[tasks.NAME]` table,
     `biobench.tasks.user`): part of the protocol id, so two different tables never share a result."""
