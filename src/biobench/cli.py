@@ -101,7 +101,9 @@ def _probe_name(spec) -> str:
     from biobench.probes import Probe
 
     if spec.probe is None:
-        return "custom" if spec.evaluate is not None else "-"
+        if spec.evaluate is not None:
+            return "custom"
+        return "text-image" if spec.supports("text") else "-"  # similarity to the text tower's embeddings
     if isinstance(spec.probe, Probe):
         return spec.probe.display_name()
     try:
