@@ -1,0 +1,521 @@
+"""The leaderboard's statistics: paired-bootstrap tie groups, rank intervals and a mean with its own interval.
+
+A column is one task (and protocol) at one `n_train`; a row is one model with one method.
+Every column draws ONE matrix of bootstrap weights (how often each test unit is drawn in
+each replicate), seeded by the column, and applies it to every model, so a model's
+replicate r and another's are computed on the same resampled test set (a paired
+bootstrap). A replicate of a model's seed-averaged score is the mean over its seeds of the
+metric on the resampled test set: the seeds' training draws are held fixed.
+
+- Units. Examples, except where the predictions carry a `group` (an individual, a video)
+  and the task's metric resamples clusters (or no task spec is known): then whole groups
+  are drawn (Multinomial(G, 1/G) per replicate). Few-shot repeats (`rNNN:ID`) share the
+  test example `ID` as their unit. Macro metrics (macro-F1, mean per-class accuracy)
+  resample within class, as their stored intervals do.
+- Metrics recomputed from the weights: means of per-example scores (accuracy, top-1,
+  user scores), macro-F1, mean per-class accuracy, multi-label mean F1. Each model's
+  recomputed point estimate must match the stored score; a column whose metric cannot be
+  recomputed, or a model whose predictions were not stored or cover other test examples,
+  gets no tie flag and no rank interval (None), never a guessed one.
+- Ties. Per column, for every model j, one-sided paired tests "j is better than k" for
+  every other model k: d = s_j - s_k, p = (1 + #{d*_r - d >= d}) / (B + 1) (the
+  bootstrap distribution shifted to the null, as `stats.paired_bootstrap`; p = 1 when
+  d <= 0), Holm-corrected over j's M - 1 comparisons. j is significantly better than k
+  when the adjusted p <= alpha. The best model (highest score) and every model it is not
+  significantly better than are marked tied.
+- Rank interval of a model m (LMArena's rule): best rank 1 + #{models significantly
+  better than m}, worst rank M - #{models m is significantly better than}.
+- Mean column: only for a model with a result in EVERY column of the board (otherwise
+  no mean, shown as "k/T tasks"); its replicate r is the mean over columns of its
+  replicate r there: every task's test set resampled jointly, the same indices for every
+  model. Ties and ranks follow the same tests.
+- Intervals shown in cells: the percentile interval of the replicates (guarded to contain
+  the estimate), combined in quadrature with the spread across seeds (1.96 sd /
+  sqrt(seeds)), as `across_seed_interval` does for stored intervals; with one seed it is
+  the percentile interval alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import sqlite3
+import statistics
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from jaxtyping import Float
+
+from biobench import stats
+
+logger = logging.getLogger(__name__)
+
+ALPHA = 0.05
+N_RESAMPLES = 1000
+MEAN_METRICS = ("accuracy", "top1")
+"""Metrics that are the mean of the per-example scores (other names are checked against the stored score)."""
+MACRO = ("macro_f1", "mean_per_class_accuracy")
+MULTILABEL = ("mean_f1",)
+_REPEAT = re.compile(r"^r\d+:")
+
+
+@dataclasses.dataclass
+class Cell:
+    """One model's result in one column (or in the mean column)."""
+
+    score: float
+    ci_low: float | None
+    ci_high: float | None
+    n_seeds: int
+    tied: bool | None = None
+    """Best, or not significantly worse than the best (None: not tested)."""
+    rank_low: int | None = None
+    rank_high: int | None = None
+    sd: float = 0.0
+    n_test: int = 0
+    usd_per_answer: float | None = None
+    sub_scores: dict = dataclasses.field(default_factory=dict)
+    seed_scores: dict[int, float] = dataclasses.field(default_factory=dict)
+    """Seed -> stored score (for the mean column's seed term)."""
+    note: str = ""
+    """Why the cell has no tie flag, or what its mean rests on."""
+
+
+@dataclasses.dataclass
+class Column:
+    """One task (and protocol) at one n_train: a cell per row."""
+
+    task: str
+    protocol: str
+    label: str
+    n_train: int
+    metric: str
+    cells: dict[tuple[str, str], Cell]
+    units: str = "examples"
+    """What the bootstrap resampled: examples, groups (clusters), or examples within class."""
+    note: str = ""
+    reps: dict[tuple[str, str], np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    """Row -> (B,) replicates of its seed-averaged score (only rows with tie flags)."""
+
+
+@dataclasses.dataclass
+class Board:
+    columns: list[Column]
+    rows: list[tuple[str, str]]
+    """(model, method label), sorted by mean (or the only column), best first."""
+    mean: dict[tuple[str, str], Cell]
+    n_resamples: int
+    seed: int
+    alpha: float
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def column_seed(seed: int, task: str, protocol: str, n_train: int) -> int:
+    """The bootstrap seed of one column: the same for every model, different between columns."""
+    return (seed * 1_000_003 + zlib.crc32(f"{task}|{protocol}|{n_train}".encode())) % 2**32
+
+
+def method_label(r: dict) -> str:
+    return r["method"] if r["method"] != "mllm" else f"mllm/{r.get('prompting') or 'single'}"
+
+
+def base_protocol(protocol: str) -> str:
+    return protocol.split("|", 1)[0]
+
+
+#################
+# Predictions   #
+#################
+
+
+@dataclasses.dataclass
+class Preds:
+    ids: list[str]
+    scores: np.ndarray
+    labels: list | None = None
+    preds: list | None = None
+    groups: list | None = None
+    infos: list[dict] | None = None
+
+
+def fetch(conn: sqlite3.Connection, ids: Sequence[int], *, labels: bool, groups: bool, infos: bool) -> dict[int, Preds]:
+    """Stored predictions of experiments `ids`, each in example-id order, as JSON arrays built by SQLite."""
+    cols = ["json_group_array(example_id)", "json_group_array(score)"]
+    if labels:
+        cols += ["json_group_array(json_extract(info, '$.label'))", "json_group_array(json_extract(info, '$.pred'))"]
+    if groups:
+        cols.append("json_group_array(json_extract(info, '$.group'))")
+    if infos:
+        cols.append("json_group_array(json(info))")
+    out = {}
+    for exp_id in ids:
+        row = conn.execute(
+            f"SELECT count(*), {', '.join(cols)} FROM (SELECT * FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
+            (exp_id,),
+        ).fetchone()
+        if not row[0]:
+            continue
+        values = [json.loads(v) for v in row[1:]]
+        p = Preds(values[0], np.asarray(values[1], dtype=np.float64))
+        k = 2
+        if labels:
+            p.labels, p.preds, k = values[2], values[3], 4
+        if groups:
+            p.groups, k = values[k], k + 1
+        if infos:
+            p.infos = values[k]
+        out[exp_id] = p
+    return out
+
+
+def _spec(task: str):
+    """The registered task's spec, or None (a task of a plugin that is not loaded, a generated store)."""
+    try:
+        from biobench.tasks import get_task
+
+        return get_task(task)
+    except Exception:
+        return None
+
+
+#####################
+# Bootstrap weights #
+#####################
+
+
+def weights(n_units: int, n_resamples: int, seed: int, *, strata: np.ndarray | None = None) -> Float[np.ndarray, "b1 u"]:
+    """(1 + B, units) draw counts: row 0 is all ones (the point estimate), row r the counts of replicate r.
+
+    Plain: Multinomial(U, 1/U) per replicate (the same distribution as drawing U indices with
+    replacement). With `strata`, the draws of `stats.resample_indices` within each stratum.
+    """
+    out = np.empty((n_resamples + 1, n_units))
+    out[0] = 1.0
+    if strata is None:
+        out[1:] = np.random.default_rng(seed).multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
+        return out
+    row = 1
+    for idx in stats.resample_indices(n_units, n_resamples=n_resamples, seed=seed, strata=strata):
+        b = idx.shape[0]
+        keys = (idx + (np.arange(b) * n_units)[:, None]).ravel()
+        out[row : row + b] = np.bincount(keys, minlength=b * n_units).reshape(b, n_units)
+        row += b
+    return out
+
+
+def _onehot(codes: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) 0/1 matrix; codes outside [0, width) give an all-zero row."""
+    m = np.zeros((len(codes), width))
+    ok = (codes >= 0) & (codes < width)
+    m[np.flatnonzero(ok), codes[ok]] = 1.0
+    return m
+
+
+def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Sequence[np.ndarray]) -> Float[np.ndarray, "e b1"]:
+    """The label metric `metric` of each prediction vector under every weight row (row 0 = the point estimate)."""
+    if metric in MULTILABEL:
+        t = np.asarray(y_true, dtype=bool)
+        out = []
+        for p in y_preds:
+            p = np.asarray(p, dtype=bool)
+            tp, true, pred = w @ (t & p), w @ t, w @ p
+            denom = true + pred
+            out.append(np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=1))
+        return np.asarray(out)
+    labels = np.unique(y_true)
+    t = np.searchsorted(labels, y_true)
+    true = w @ _onehot(t, len(labels))
+    out = []
+    for p in y_preds:
+        pc = np.searchsorted(labels, p)
+        pc = np.where((pc < len(labels)) & (labels[np.minimum(pc, len(labels) - 1)] == p), pc, -1)
+        hit = _onehot(np.where(pc == t, t, -1), len(labels))
+        tp = w @ hit
+        if metric == "macro_f1":
+            denom = true + w @ _onehot(pc, len(labels))
+            out.append(np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=1))
+        else:  # mean per-class accuracy over the classes present
+            present = true > 0
+            recall = np.divide(tp, true, out=np.zeros_like(tp), where=present)
+            out.append(recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
+    return np.asarray(out)
+
+
+def _codes(values: Sequence) -> tuple[np.ndarray, int]:
+    keys = [json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v for v in values]
+    _, codes = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+    return codes, int(codes.max()) + 1
+
+
+######################
+# Tests and ranks    #
+######################
+
+
+def paired_tests(est: Float[np.ndarray, " m"], reps: Float[np.ndarray, "b m"], alpha: float = ALPHA) -> np.ndarray:
+    """(m, m) boolean: [j, k] = j is significantly better than k (one-sided paired bootstrap, Holm over j's m - 1 tests)."""
+    m = len(est)
+    better = np.zeros((m, m), dtype=bool)
+    b = reps.shape[0]
+    for j in range(m):
+        others = np.array([k for k in range(m) if k != j], dtype=int)
+        if len(others) == 0:
+            continue
+        d = est[j] - est[others]
+        dstar = reps[:, j : j + 1] - reps[:, others]
+        extreme = (dstar - d[None, :]) >= d[None, :] - 1e-12
+        p = (1 + extreme.sum(axis=0)) / (b + 1)
+        p = np.where(d > 1e-12, np.minimum(p, 1.0), 1.0)
+        better[j, others] = stats.holm(p) <= alpha
+    return better
+
+
+def ranks_and_ties(est: np.ndarray, better: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tied with the best, best rank, worst rank) per model."""
+    m = len(est)
+    best = int(np.argmax(est))
+    tied = ~better[best]
+    tied[best] = True
+    low = 1 + better.sum(axis=0)
+    high = m - better.sum(axis=1)
+    return tied, low, high
+
+
+def interval(estimate: float, reps: np.ndarray, seed_scores: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """Percentile interval of the replicates, its half-widths combined with the seed spread in quadrature."""
+    low, high = stats.percentile_interval(reps, estimate)
+    seed_term = z * statistics.stdev(seed_scores) / len(seed_scores) ** 0.5 if len(seed_scores) > 1 else 0.0
+    if seed_term == 0:
+        return low, high
+    return estimate - math.hypot(estimate - low, seed_term), estimate + math.hypot(high - estimate, seed_term)
+
+
+##################
+# The board      #
+##################
+
+
+def leaderboard_n_train(values: Sequence[int]) -> int:
+    """The n_train a column shows by default: all (-1) where present, else the largest."""
+    return -1 if -1 in values else max(values)
+
+
+def build(
+    rows: Sequence[dict],
+    db: Path | str | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> Board:
+    """The leaderboard of `rows` (experiment rows); paired tests read the predictions in `db` (none without it)."""
+    labels = labels or {}
+    by_col: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        by_col.setdefault((r["task"], base_protocol(r["protocol"])), []).append(r)
+    conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True) if db is not None else None
+    columns = []
+    try:
+        for (task, proto), rs in sorted(by_col.items()):
+            n_train = leaderboard_n_train([r["n_train"] for r in rs])
+            rs = [r for r in rs if r["n_train"] == n_train]
+            col = _column(task, proto, labels.get(proto, proto), n_train, rs, conn, n_resamples, seed, alpha)
+            columns.append(col)
+    finally:
+        if conn is not None:
+            conn.close()
+    all_rows = sorted({k for c in columns for k in c.cells})
+    mean = _mean(columns, all_rows, alpha) if len(columns) > 1 else {}
+
+    def order(k):
+        if mean:
+            return (k not in mean, -mean[k].score if k in mean else 0.0, k)
+        c = columns[0].cells.get(k) if columns else None
+        return (c is None, -c.score if c else 0.0, k)
+
+    return Board(columns, sorted(all_rows, key=order), mean, n_resamples, seed, alpha)
+
+
+def _column(task, proto, label, n_train, rs, conn, n_resamples, seed, alpha) -> Column:
+    from biobench.report import across_seed_interval
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rs:
+        groups.setdefault((r["model"], method_label(r)), []).append(r)
+    cells = {}
+    for key, g in groups.items():
+        scores = [r["score"] for r in g]
+        costs = [r.get("cost_usd") for r in g]
+        cells[key] = Cell(
+            score=statistics.fmean(scores),
+            ci_low=None,
+            ci_high=None,
+            n_seeds=len(g),
+            sd=statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            n_test=g[0]["n_test"],
+            usd_per_answer=None if None in costs else sum(costs) / max(1, sum(r["n_test"] for r in g)),
+            sub_scores=_mean_sub_scores([r.get("sub_scores") for r in g]),
+            seed_scores={r["seed"]: r["score"] for r in g},
+        )
+        cells[key].ci_low, cells[key].ci_high = across_seed_interval(g)
+    metric = rs[0]["metric"]
+    col = Column(task, proto, label, n_train, metric, cells)
+    if conn is None or "id" not in rs[0]:
+        col.note = "no predictions read: no paired tests"
+        return col
+    _paired(col, groups, conn, n_resamples, seed, alpha)
+    return col
+
+
+def _mean_sub_scores(subs: Sequence) -> dict:
+    """Seed average of the numeric leaves of the sub-scores (level -> name -> {field: value})."""
+    parsed = []
+    for s in subs:
+        try:
+            parsed.append(json.loads(s) if isinstance(s, str) else (s or {}))
+        except ValueError:
+            continue
+    out: dict = {}
+    for s in parsed:
+        for level, names in s.items():
+            if not isinstance(names, dict):
+                continue
+            for name, fields in names.items():
+                if isinstance(fields, dict):
+                    for f, v in fields.items():
+                        if isinstance(v, int | float) and not isinstance(v, bool):
+                            out.setdefault(level, {}).setdefault(name, {}).setdefault(f, []).append(float(v))
+                elif isinstance(fields, int | float):
+                    out.setdefault(level, {}).setdefault(name, {}).setdefault("value", []).append(float(fields))
+    return {lv: {n: {f: statistics.fmean(v) for f, v in fs.items()} for n, fs in ns.items()} for lv, ns in out.items()}
+
+
+def _paired(col: Column, groups: dict, conn, n_resamples: int, seed: int, alpha: float) -> None:
+    metric = col.metric
+    spec = _spec(col.task)
+    headline = getattr(spec, "headline", None)
+    resample = getattr(getattr(spec, "metric", None), "resample", None)
+    label_metric = metric in MACRO or metric in MULTILABEL
+    if spec is not None and getattr(spec.metric, "value", None) is not None and not label_metric:
+        col.note = f"{metric} cannot be recomputed from the stored predictions: no paired tests"
+        return
+    clustered_ok = not label_metric and resample in (None, "clustered")
+    exp_ids = [r["id"] for g in groups.values() for r in g]
+    preds = fetch(conn, exp_ids, labels=label_metric, groups=clustered_ok, infos=headline is not None)
+    ref_key = next((k for k in sorted(groups) if all(r["id"] in preds for r in groups[k])), None)
+    if ref_key is None:
+        col.note = "no stored predictions: no paired tests"
+        return
+    ref = preds[groups[ref_key][0]["id"]]
+    keep = np.ones(len(ref.ids), dtype=bool)
+    if headline is not None:
+        keep = np.array([headline in (i or {}).values() for i in ref.infos])
+    rows_ok = []
+    for key in sorted(groups):
+        rs = groups[key]
+        if not all(r["id"] in preds for r in rs):
+            col.cells[key].note = "predictions not stored"
+        elif any(preds[r["id"]].ids != ref.ids for r in rs):
+            col.cells[key].note = "scored on other test examples than the rest of the column"
+        else:
+            rows_ok.append(key)
+    sel = np.flatnonzero(keep)
+    n = len(sel)
+    col_seed = column_seed(seed, col.task, col.protocol, col.n_train)
+    # Per experiment: its replicate vector (row 0 = the point estimate).
+    exps = [r for k in rows_ok for r in groups[k]]
+    if label_metric:
+        if metric in MACRO:
+            # One code per label value (ints, strings, None for a failed answer) over truth and every prediction.
+            codes, _ = _codes([ref.labels[i] for i in sel] + [preds[r["id"]].preds[i] for r in exps for i in sel])
+            y_codes = codes[:n]
+            w = weights(n, n_resamples, col_seed, strata=y_codes)
+            vecs = [codes[n * (e + 1) : n * (e + 2)] for e in range(len(exps))]
+            reps_e = replicate_metric(metric, w, y_codes, vecs)
+        else:
+            y = np.asarray([ref.labels[i] for i in sel], dtype=np.int64)
+            w = weights(n, n_resamples, col_seed)
+            vecs = [np.asarray([preds[r["id"]].preds[i] for i in sel], dtype=np.int64) for r in exps]
+            reps_e = replicate_metric(metric, w, y, vecs)
+        col.units = "examples within class" if metric in MACRO else "examples"
+    else:
+        units_src = None
+        if clustered_ok and ref.groups is not None and all(v is not None for v in (ref.groups[i] for i in sel)):
+            if resample == "clustered" or spec is None:
+                units_src, col.units = [ref.groups[i] for i in sel], "groups"
+        if units_src is None and any(_REPEAT.match(ref.ids[i]) for i in sel[:1]):
+            units_src, col.units = [_REPEAT.sub("", ref.ids[i]) for i in sel], "test examples (repeats pooled)"
+        if units_src is None:
+            codes, g = np.arange(n), n
+        else:
+            codes, g = _codes(units_src)
+        sizes = np.bincount(codes, minlength=g).astype(np.float64)
+        w = weights(g, n_resamples, col_seed)
+        sums = np.stack([np.bincount(codes, weights=preds[r["id"]].scores[sel], minlength=g) for r in exps])
+        reps_e = (w @ sums.T).T / (w @ sizes)[None, :]
+    pos = 0
+    est, reps, keys = [], [], []
+    for key in rows_ok:
+        k = len(groups[key])
+        block = reps_e[pos : pos + k]
+        pos += k
+        recomputed = block[:, 0]
+        stored = np.array([r["score"] for r in groups[key]])
+        if not np.allclose(recomputed, stored, atol=1e-6, rtol=0):
+            col.cells[key].note = f"stored {metric} not reproduced from its predictions ({stored[0]:.4f} vs {recomputed[0]:.4f})"
+            continue
+        keys.append(key)
+        est.append(block[:, 0].mean())
+        reps.append(block[:, 1:].mean(axis=0))
+    if not keys:
+        col.note = col.note or "no model's score could be reproduced from its predictions: no paired tests"
+        return
+    est_a, reps_a = np.asarray(est), np.stack(reps, axis=1)
+    better = paired_tests(est_a, reps_a, alpha)
+    tied, low, high = ranks_and_ties(est_a, better)
+    for i, key in enumerate(keys):
+        c = col.cells[key]
+        c.tied, c.rank_low, c.rank_high = bool(tied[i]), int(low[i]), int(high[i])
+        c.ci_low, c.ci_high = interval(c.score, reps_a[:, i], [r["score"] for r in groups[key]])
+        col.reps[key] = reps_a[:, i]
+
+
+def _mean(columns: Sequence[Column], keys: Sequence[tuple[str, str]], alpha: float) -> dict[tuple[str, str], Cell]:
+    out = {}
+    t = len(columns)
+    tested = []
+    for key in keys:
+        cells = [c.cells.get(key) for c in columns]
+        have = [c for c in cells if c is not None]
+        if len(have) < t:
+            continue
+        cell = Cell(
+            score=statistics.fmean(c.score for c in have),
+            ci_low=None,
+            ci_high=None,
+            n_seeds=min(c.n_seeds for c in have),
+            n_test=sum(c.n_test for c in have),
+        )
+        out[key] = cell
+        if all(key in c.reps for c in columns):
+            tested.append(key)
+        else:
+            cell.note = "some task has no paired replicates: no interval or tie flag"
+    if tested:
+        reps = np.stack([np.mean([c.reps[k] for c in columns], axis=0) for k in tested], axis=1)
+        est = np.array([out[k].score for k in tested])
+        better = paired_tests(est, reps, alpha)
+        tied, low, high = ranks_and_ties(est, better)
+        for i, k in enumerate(tested):
+            cell = out[k]
+            cell.tied, cell.rank_low, cell.rank_high = bool(tied[i]), int(low[i]), int(high[i])
+            common = set.intersection(*(set(c.cells[k].seed_scores) for c in columns))
+            per_seed = [statistics.fmean(c.cells[k].seed_scores[s] for c in columns) for s in sorted(common)]
+            cell.ci_low, cell.ci_high = interval(cell.score, reps[:, i], per_seed)
+    return out
