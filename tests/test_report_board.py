@@ -206,3 +206,28 @@ def test_terminal_table_marks_ties_in_plain_text_and_colours_only_on_a_tty(const
     assert "\x1b[" not in plain and report.TIE in plain and "mean" in plain.splitlines()[1]
     coloured = report.render(rows, "table", db, tty=True)
     assert report.BOLD_GREEN in coloured
+
+
+def test_json_and_csv_match_a_store_filled_by_fixture_runs(config_file, newt_dir, tmp_path):
+    from biobench import config, runner
+    from tests.test_end_to_end import newt_config
+
+    models = 'org = "builtin"\nckpt = "pixel-stats"\n\n[[models]]\norg = "counting"\nckpt = "v1"'
+    runner.run(config.load(newt_config(config_file, newt_dir, models=models, extra="n_train = [4, -1]")))
+    db = tmp_path / "results" / "results.sqlite"
+    rows = report.load(db)
+    data = json.loads(report.render(rows, "json", db))
+    table = list(csv.DictReader(io.StringIO(report.render(rows, "csv", db))))
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT task, model_org || ':' || model_ckpt, method, n_train, seed, protocol, metric, score, ci_low, "
+                          "ci_high, n_test FROM experiments").fetchall()  # fmt: skip
+    assert len(stored) == 4
+    experiments = [d for d in data if d["task"] != "mean"]
+    assert sorted(tuple(d[k] for k in report.JSON_KEYS[:11]) for d in experiments) == sorted(stored)
+    assert sorted((c["task"], c["model"], int(c["seed"]), float(c["score"])) for c in table) == sorted(
+        (s[0], s[1], s[4], s[7]) for s in stored
+    )
+    # Every experiment at the leaderboard's n_train (all) was paired and tested; those at n_train 4 were not.
+    assert all(d["tied"] is not None and 1 <= d["rank_low"] <= d["rank_high"] <= 2 for d in experiments if d["n_train"] == -1)
+    assert all(d["tied"] is None for d in experiments if d["n_train"] == 4)
+    assert any(d["tied"] for d in experiments)

@@ -108,7 +108,13 @@ def select(
 
 def build(rows: Sequence[dict], db: Path | str | None = None, **kwargs) -> board_mod.Board:
     """The leaderboard of `rows`, with paired tests on the predictions in `db` (see `biobench.report.board`)."""
-    return board_mod.build(rows, db, labels=protocol_labels(rows), **kwargs)
+    names = protocol_labels(rows)
+    protocols: dict[str, set] = {}
+    for r in rows:
+        protocols.setdefault(r["task"], set()).add(base_protocol(r["protocol"]))
+    # A column is named by its task, and by its protocol only where a task has several.
+    labels = {p: (names.get(p, p) if len(protocols[t]) > 1 else t) for t, ps in protocols.items() for p in ps}
+    return board_mod.build(rows, db, labels=labels, **kwargs)
 
 
 def annotated(rows: Sequence[dict], board: board_mod.Board | None = None) -> list[dict]:

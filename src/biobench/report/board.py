@@ -44,6 +44,7 @@ import math
 import re
 import sqlite3
 import statistics
+import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,42 +209,82 @@ def weights(n_units: int, n_resamples: int, seed: int, *, strata: np.ndarray | N
     return out
 
 
-def _onehot(codes: np.ndarray, width: int) -> np.ndarray:
-    """(n, width) 0/1 matrix; codes outside [0, width) give an all-zero row."""
-    m = np.zeros((len(codes), width))
-    ok = (codes >= 0) & (codes < width)
-    m[np.flatnonzero(ok), codes[ok]] = 1.0
-    return m
+_MAX_CELLS = 2**25  # elements of one product's result (float32: 128 MB)
+
+
+def _weighted_sums(w: np.ndarray, cols: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """w @ M for the 0/1 matrix M (n x width) with ones at (rows, cols): dense float32 BLAS when M is small, else sparse.
+
+    Counts are small integers, exact in float32.
+    """
+    n = w.shape[1]
+    if n * width * 4 <= 256 * 2**20:
+        m = np.zeros((n, width), dtype=np.float32)
+        m[rows, cols] = 1.0
+        return (w.astype(np.float32, copy=False) @ m).astype(np.float64)
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, width))
+    return np.asarray((m.T @ w.astype(np.float32, copy=False).T).T, dtype=np.float64)
 
 
 def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Sequence[np.ndarray]) -> Float[np.ndarray, "e b1"]:
-    """The label metric `metric` of each prediction vector under every weight row (row 0 = the point estimate)."""
+    """The label metric `metric` of each prediction vector under every weight row (row 0 = the point estimate).
+
+    Per-class (or per-trait) counts of all experiments come from one product of the weights
+    with a 0/1 indicator matrix (experiments in chunks that bound memory), so no loop runs
+    per replicate or per example.
+    """
+    b1, n = w.shape
     if metric in MULTILABEL:
         t = np.asarray(y_true, dtype=bool)
+        k = t.shape[1]
+        true = w @ t.astype(np.float64)
+        chunk = max(1, _MAX_CELLS // (b1 * 2 * k))
         out = []
-        for p in y_preds:
-            p = np.asarray(p, dtype=bool)
-            tp, true, pred = w @ (t & p), w @ t, w @ p
-            denom = true + pred
-            out.append(np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=1))
-        return np.asarray(out)
+        for lo in range(0, len(y_preds), chunk):
+            ps = [np.asarray(p, dtype=bool) for p in y_preds[lo : lo + chunk]]
+            rows, cols = [], []
+            for e, p in enumerate(ps):
+                for j, mat in ((0, t & p), (1, p)):
+                    r, c = np.nonzero(mat)
+                    rows.append(r)
+                    cols.append((e * 2 + j) * k + c)
+            sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * 2 * k).reshape(b1, len(ps), 2, k)
+            tp, pred = sums[:, :, 0], sums[:, :, 1]
+            denom = true[:, None, :] + pred
+            f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=2)
+            out.append(f1.T)
+        return np.concatenate(out)
     labels = np.unique(y_true)
+    c_n = len(labels)
     t = np.searchsorted(labels, y_true)
-    true = w @ _onehot(t, len(labels))
+    true = _weighted_sums(w, t, np.arange(n), c_n)
+    chunk = max(1, _MAX_CELLS // (b1 * 2 * c_n))
     out = []
-    for p in y_preds:
-        pc = np.searchsorted(labels, p)
-        pc = np.where((pc < len(labels)) & (labels[np.minimum(pc, len(labels) - 1)] == p), pc, -1)
-        hit = _onehot(np.where(pc == t, t, -1), len(labels))
-        tp = w @ hit
+    for lo in range(0, len(y_preds), chunk):
+        ps = list(y_preds[lo : lo + chunk])
+        rows, cols = [], []
+        for e, p in enumerate(ps):
+            pc = np.searchsorted(labels, p)
+            pc = np.where((pc < c_n) & (labels[np.minimum(pc, c_n - 1)] == p), pc, -1)
+            hit = np.flatnonzero(pc == t)
+            rows.append(hit)
+            cols.append((e * 2) * c_n + t[hit])
+            ok = np.flatnonzero(pc >= 0)
+            rows.append(ok)
+            cols.append((e * 2 + 1) * c_n + pc[ok])
+        sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * 2 * c_n).reshape(b1, len(ps), 2, c_n)
+        tp, pred = sums[:, :, 0], sums[:, :, 1]
         if metric == "macro_f1":
-            denom = true + w @ _onehot(pc, len(labels))
-            out.append(np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=1))
-        else:  # mean per-class accuracy over the classes present
-            present = true > 0
-            recall = np.divide(tp, true, out=np.zeros_like(tp), where=present)
-            out.append(recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
-    return np.asarray(out)
+            denom = true[:, None, :] + pred
+            values = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=2)
+        else:  # mean per-class accuracy over the classes present in the replicate
+            present = np.broadcast_to(true[:, None, :] > 0, tp.shape)
+            recall = np.divide(tp, np.broadcast_to(true[:, None, :], tp.shape), out=np.zeros_like(tp), where=present)
+            values = recall.sum(axis=2) / np.maximum(present.sum(axis=2), 1)
+        out.append(values.T)
+    return np.concatenate(out)
 
 
 def _codes(values: Sequence) -> tuple[np.ndarray, int]:
@@ -321,17 +362,20 @@ def build(
         by_col.setdefault((r["task"], base_protocol(r["protocol"])), []).append(r)
     conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True) if db is not None else None
     columns = []
+    clock = {"read predictions": 0.0, "bootstrap and tests": 0.0}
     try:
         for (task, proto), rs in sorted(by_col.items()):
             n_train = leaderboard_n_train([r["n_train"] for r in rs])
             rs = [r for r in rs if r["n_train"] == n_train]
-            col = _column(task, proto, labels.get(proto, proto), n_train, rs, conn, n_resamples, seed, alpha)
+            col = _column(task, proto, labels.get(proto, proto), n_train, rs, conn, n_resamples, seed, alpha, clock)
             columns.append(col)
     finally:
         if conn is not None:
             conn.close()
+    start = time.perf_counter()
     all_rows = sorted({k for c in columns for k in c.cells})
     mean = _mean(columns, all_rows, alpha) if len(columns) > 1 else {}
+    clock["mean column"] = time.perf_counter() - start
 
     def order(k):
         if mean:
@@ -339,10 +383,10 @@ def build(
         c = columns[0].cells.get(k) if columns else None
         return (c is None, -c.score if c else 0.0, k)
 
-    return Board(columns, sorted(all_rows, key=order), mean, n_resamples, seed, alpha)
+    return Board(columns, sorted(all_rows, key=order), mean, n_resamples, seed, alpha, clock)
 
 
-def _column(task, proto, label, n_train, rs, conn, n_resamples, seed, alpha) -> Column:
+def _column(task, proto, label, n_train, rs, conn, n_resamples, seed, alpha, clock) -> Column:
     from biobench.report import across_seed_interval
 
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -369,7 +413,7 @@ def _column(task, proto, label, n_train, rs, conn, n_resamples, seed, alpha) -> 
     if conn is None or "id" not in rs[0]:
         col.note = "no predictions read: no paired tests"
         return col
-    _paired(col, groups, conn, n_resamples, seed, alpha)
+    _paired(col, groups, conn, n_resamples, seed, alpha, clock)
     return col
 
 
@@ -396,7 +440,7 @@ def _mean_sub_scores(subs: Sequence) -> dict:
     return {lv: {n: {f: statistics.fmean(v) for f, v in fs.items()} for n, fs in ns.items()} for lv, ns in out.items()}
 
 
-def _paired(col: Column, groups: dict, conn, n_resamples: int, seed: int, alpha: float) -> None:
+def _paired(col: Column, groups: dict, conn, n_resamples: int, seed: int, alpha: float, clock: dict) -> None:
     metric = col.metric
     spec = _spec(col.task)
     headline = getattr(spec, "headline", None)
@@ -407,7 +451,18 @@ def _paired(col: Column, groups: dict, conn, n_resamples: int, seed: int, alpha:
         return
     clustered_ok = not label_metric and resample in (None, "clustered")
     exp_ids = [r["id"] for g in groups.values() for r in g]
+    start = time.perf_counter()
     preds = fetch(conn, exp_ids, labels=label_metric, groups=clustered_ok, infos=headline is not None)
+    clock["read predictions"] += time.perf_counter() - start
+    start = time.perf_counter()
+    try:
+        _tests(col, groups, preds, headline, resample, spec, label_metric, clustered_ok, n_resamples, seed, alpha)
+    finally:
+        clock["bootstrap and tests"] += time.perf_counter() - start
+
+
+def _tests(col, groups, preds, headline, resample, spec, label_metric, clustered_ok, n_resamples, seed, alpha) -> None:
+    metric = col.metric
     ref_key = next((k for k in sorted(groups) if all(r["id"] in preds for r in groups[k])), None)
     if ref_key is None:
         col.note = "no stored predictions: no paired tests"

@@ -137,6 +137,7 @@ def curves(rows: Sequence[dict]) -> list[dict]:
     for chart in charts.values():
         series = []
         for name, s in chart["series"].items():
+            s["points"].sort(key=lambda p: p["x"])
             label = name + (f", ${statistics.fmean(s['usd']):.5f}/answer" if s["usd"] else "")
             series.append({"label": label, "mllm": s["mllm"], "points": s["points"]})
         out.append({**chart, "series": series})
