@@ -37,6 +37,7 @@ metric on the resampled test set: the seeds' training draws are held fixed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -44,6 +45,7 @@ import math
 import re
 import sqlite3
 import statistics
+import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -134,44 +136,42 @@ def base_protocol(protocol: str) -> str:
 #################
 
 
-@dataclasses.dataclass
-class Preds:
-    ids: list[str]
-    scores: np.ndarray
-    labels: list | None = None
-    preds: list | None = None
-    groups: list | None = None
-    infos: list[dict] | None = None
+def fetch_scores(conn: sqlite3.Connection, exp_id: int) -> tuple[str, np.ndarray] | None:
+    """One experiment's example ids (joined by \\x1f, in id order) and per-example scores; None if none stored.
+
+    SQLite builds both strings, so no Python object is made per prediction.
+    """
+    row = conn.execute(
+        "SELECT count(*), group_concat(example_id, char(31)), group_concat(score) FROM "
+        "(SELECT example_id, score FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
+        (exp_id,),
+    ).fetchone()
+    if not row[0]:
+        return None
+    return row[1], np.array(row[2].split(","), dtype=np.float64)
 
 
-def fetch(conn: sqlite3.Connection, ids: Sequence[int], *, labels: bool, groups: bool, infos: bool) -> dict[int, Preds]:
-    """Stored predictions of experiments `ids`, each in example-id order, as JSON arrays built by SQLite."""
-    cols = ["json_group_array(example_id)", "json_group_array(score)"]
-    if labels:
-        cols += ["json_group_array(json_extract(info, '$.label'))", "json_group_array(json_extract(info, '$.pred'))"]
-    if groups:
-        cols.append("json_group_array(json_extract(info, '$.group'))")
-    if infos:
-        cols.append("json_group_array(json(info))")
-    out = {}
-    for exp_id in ids:
-        row = conn.execute(
-            f"SELECT count(*), {', '.join(cols)} FROM (SELECT * FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
-            (exp_id,),
-        ).fetchone()
-        if not row[0]:
-            continue
-        values = [json.loads(v) for v in row[1:]]
-        p = Preds(values[0], np.asarray(values[1], dtype=np.float64))
-        k = 2
-        if labels:
-            p.labels, p.preds, k = values[2], values[3], 4
-        if groups:
-            p.groups, k = values[k], k + 1
-        if infos:
-            p.infos = values[k]
-        out[exp_id] = p
-    return out
+def fetch_field(conn: sqlite3.Connection, exp_id: int, key: str) -> list:
+    """One field of every prediction's info (`label`, `pred`, `group`), in id order; None where absent.
+
+    SQLite extracts the field as JSON text (`->`), so Python parses one flat array, not a dict per prediction.
+    """
+    row = conn.execute(
+        f"SELECT group_concat(ifnull(info -> '$.{key}', 'null'), ',') FROM "
+        "(SELECT info FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
+        (exp_id,),
+    ).fetchone()
+    return json.loads("[" + (row[0] or "") + "]")
+
+
+def fetch_infos(conn: sqlite3.Connection, exp_id: int) -> list[dict]:
+    """One experiment's per-prediction info (true and predicted label, group, sub-task...), in id order."""
+    row = conn.execute(
+        "SELECT group_concat(info, char(30)) FROM (SELECT info FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
+        (exp_id,),
+    ).fetchone()
+    # JSON text never holds a raw control character, so \x1e cannot occur inside an info.
+    return json.loads("[" + (row[0] or "").replace("\x1e", ",") + "]")
 
 
 def _spec(task: str):
@@ -192,14 +192,11 @@ def _spec(task: str):
 def weights(n_units: int, n_resamples: int, seed: int, *, strata: np.ndarray | None = None) -> Float[np.ndarray, "b1 u"]:
     """(1 + B, units) draw counts: row 0 is all ones (the point estimate), row r the counts of replicate r.
 
-    Plain: Multinomial(U, 1/U) per replicate (the same distribution as drawing U indices with
-    replacement). With `strata`, the draws of `stats.resample_indices` within each stratum.
+    Replicate r counts how often each unit is among the r-th row of `stats.resample_indices`
+    (U draws with replacement; with `strata`, within each stratum), on the same seed.
     """
     out = np.empty((n_resamples + 1, n_units))
     out[0] = 1.0
-    if strata is None:
-        out[1:] = np.random.default_rng(seed).multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
-        return out
     row = 1
     for idx in stats.resample_indices(n_units, n_resamples=n_resamples, seed=seed, strata=strata):
         b = idx.shape[0]
@@ -287,10 +284,19 @@ def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Se
     return np.concatenate(out)
 
 
-def _codes(values: Sequence) -> tuple[np.ndarray, int]:
-    keys = [json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v for v in values]
-    _, codes = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
-    return codes, int(codes.max()) + 1
+def _codes(lists: Sequence[Sequence]) -> list[np.ndarray]:
+    """Integer codes of the values of several lists, one code per distinct value over all of them (in sorted order)."""
+    arrays = [np.asarray(v) for v in lists]
+    if all(a.dtype.kind in "iub" for a in arrays):
+        flat = np.concatenate(arrays)
+    else:  # strings, None for a failed answer, lists: compared as text
+        flat = np.array([json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else str(v) for x in lists for v in x])
+    _, codes = np.unique(flat, return_inverse=True)
+    out, pos = [], 0
+    for a in arrays:
+        out.append(codes[pos : pos + len(a)])
+        pos += len(a)
+    return out
 
 
 ######################
@@ -360,18 +366,37 @@ def build(
     by_col: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         by_col.setdefault((r["task"], base_protocol(r["protocol"])), []).append(r)
-    conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True) if db is not None else None
-    columns = []
-    clock = {"read predictions": 0.0, "bootstrap and tests": 0.0}
-    try:
-        for (task, proto), rs in sorted(by_col.items()):
-            n_train = leaderboard_n_train([r["n_train"] for r in rs])
-            rs = [r for r in rs if r["n_train"] == n_train]
-            col = _column(task, proto, labels.get(proto, proto), n_train, rs, conn, n_resamples, seed, alpha, clock)
-            columns.append(col)
-    finally:
-        if conn is not None:
-            conn.close()
+    clock = {"read predictions (thread)": 0.0, "bootstrap and tests": 0.0}
+    columns, groups = [], []
+    for (task, proto), rs in sorted(by_col.items()):
+        n_train = leaderboard_n_train([r["n_train"] for r in rs])
+        col, g = _column(task, proto, labels.get(proto, proto), n_train, [r for r in rs if r["n_train"] == n_train])
+        columns.append(col)
+        groups.append(g)
+    if db is not None and rows and "id" in rows[0]:
+        uri = f"{Path(db).resolve().as_uri()}?mode=ro"
+        local = threading.local()
+
+        def read(i: int):
+            # One connection per thread; SQLite releases the GIL while it reads, so a column is read while
+            # the previous one is tested.
+            if not hasattr(local, "conn"):
+                local.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            start = time.perf_counter()
+            data = _read(columns[i], groups[i], local.conn)
+            clock["read predictions (thread)"] += time.perf_counter() - start
+            return data
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            for i, data in enumerate(pool.map(read, range(len(columns)))):
+                if data is None:
+                    continue
+                start = time.perf_counter()
+                _test(columns[i], groups[i], data, n_resamples, seed, alpha)
+                clock["bootstrap and tests"] += time.perf_counter() - start
+    else:
+        for col in columns:
+            col.note = "no predictions read: no paired tests"
     start = time.perf_counter()
     all_rows = sorted({k for c in columns for k in c.cells})
     mean = _mean(columns, all_rows, alpha) if len(columns) > 1 else {}
@@ -386,7 +411,7 @@ def build(
     return Board(columns, sorted(all_rows, key=order), mean, n_resamples, seed, alpha, clock)
 
 
-def _column(task, proto, label, n_train, rs, conn, n_resamples, seed, alpha, clock) -> Column:
+def _column(task, proto, label, n_train, rs) -> tuple[Column, dict]:
     from biobench.report import across_seed_interval
 
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -409,12 +434,7 @@ def _column(task, proto, label, n_train, rs, conn, n_resamples, seed, alpha, clo
         )
         cells[key].ci_low, cells[key].ci_high = across_seed_interval(g)
     metric = rs[0]["metric"]
-    col = Column(task, proto, label, n_train, metric, cells)
-    if conn is None or "id" not in rs[0]:
-        col.note = "no predictions read: no paired tests"
-        return col
-    _paired(col, groups, conn, n_resamples, seed, alpha, clock)
-    return col
+    return Column(task, proto, label, n_train, metric, cells), groups
 
 
 def _mean_sub_scores(subs: Sequence) -> dict:
@@ -440,7 +460,8 @@ def _mean_sub_scores(subs: Sequence) -> dict:
     return {lv: {n: {f: statistics.fmean(v) for f, v in fs.items()} for n, fs in ns.items()} for lv, ns in out.items()}
 
 
-def _paired(col: Column, groups: dict, conn, n_resamples: int, seed: int, alpha: float, clock: dict) -> None:
+def _read(col: Column, groups: dict, conn) -> dict | None:
+    """What the paired tests of a column need from the store (None: no tests; the reason is in the notes)."""
     metric = col.metric
     spec = _spec(col.task)
     headline = getattr(spec, "headline", None)
@@ -448,72 +469,82 @@ def _paired(col: Column, groups: dict, conn, n_resamples: int, seed: int, alpha:
     label_metric = metric in MACRO or metric in MULTILABEL
     if spec is not None and getattr(spec.metric, "value", None) is not None and not label_metric:
         col.note = f"{metric} cannot be recomputed from the stored predictions: no paired tests"
-        return
-    clustered_ok = not label_metric and resample in (None, "clustered")
-    exp_ids = [r["id"] for g in groups.values() for r in g]
-    start = time.perf_counter()
-    preds = fetch(conn, exp_ids, labels=label_metric, groups=clustered_ok, infos=headline is not None)
-    clock["read predictions"] += time.perf_counter() - start
-    start = time.perf_counter()
-    try:
-        _tests(col, groups, preds, headline, resample, spec, label_metric, clustered_ok, n_resamples, seed, alpha)
-    finally:
-        clock["bootstrap and tests"] += time.perf_counter() - start
-
-
-def _tests(col, groups, preds, headline, resample, spec, label_metric, clustered_ok, n_resamples, seed, alpha) -> None:
-    metric = col.metric
-    ref_key = next((k for k in sorted(groups) if all(r["id"] in preds for r in groups[k])), None)
+        return None
+    scores = {r["id"]: fetch_scores(conn, r["id"]) for g in groups.values() for r in g}
+    ref_key = next((k for k in sorted(groups) if all(scores[r["id"]] is not None for r in groups[k])), None)
     if ref_key is None:
         col.note = "no stored predictions: no paired tests"
-        return
-    ref = preds[groups[ref_key][0]["id"]]
-    keep = np.ones(len(ref.ids), dtype=bool)
-    if headline is not None:
-        keep = np.array([headline in (i or {}).values() for i in ref.infos])
+        return None
+    ref_id = groups[ref_key][0]["id"]
+    ref_ids = scores[ref_id][0]
     rows_ok = []
     for key in sorted(groups):
         rs = groups[key]
-        if not all(r["id"] in preds for r in rs):
+        if any(scores[r["id"]] is None for r in rs):
             col.cells[key].note = "predictions not stored"
-        elif any(preds[r["id"]].ids != ref.ids for r in rs):
+        elif any(scores[r["id"]][0] != ref_ids for r in rs):
             col.cells[key].note = "scored on other test examples than the rest of the column"
         else:
             rows_ok.append(key)
+    exps = [r for k in rows_ok for r in groups[k]]
+    clustered = not label_metric and resample in (None, "clustered")
+    ref_info = fetch_infos(conn, ref_id) if headline is not None else None
+    truth = fetch_field(conn, ref_id, "label") if label_metric else None
+    grp = fetch_field(conn, ref_id, "group") if clustered else None
+    pred_of = {r["id"]: fetch_field(conn, r["id"], "pred") for r in exps} if label_metric else {}
+    return dict(locals())
+
+
+def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, alpha: float) -> None:
+    """The column's paired bootstrap: one weight matrix for every model, then tests, ranks and intervals."""
+    metric, label_metric, clustered, headline = col.metric, data["label_metric"], data["clustered"], data["headline"]
+    scores, ref_ids, ref_info, truth, grp, pred_of = (data[k] for k in ("scores", "ref_ids", "ref_info", "truth", "grp", "pred_of"))
+    rows_ok, exps = data["rows_ok"], data["exps"]
+    ids = ref_ids.split("\x1f")
+    keep = np.ones(len(ids), dtype=bool)
+    if headline is not None:
+        keep = np.array([headline in (i or {}).values() for i in ref_info])
     sel = np.flatnonzero(keep)
     n = len(sel)
     col_seed = column_seed(seed, col.task, col.protocol, col.n_train)
+    pick = (lambda v: v) if n == len(ids) else (lambda v: [v[i] for i in sel])
     # Per experiment: its replicate vector (row 0 = the point estimate).
-    exps = [r for k in rows_ok for r in groups[k]]
     if label_metric:
+        truth = pick(truth)
         if metric in MACRO:
             # One code per label value (ints, strings, None for a failed answer) over truth and every prediction.
-            codes, _ = _codes([ref.labels[i] for i in sel] + [preds[r["id"]].preds[i] for r in exps for i in sel])
-            y_codes = codes[:n]
+            codes = _codes([truth] + [pick(pred_of[r["id"]]) for r in exps])
+            y_codes, vecs = codes[0], codes[1:]
             w = weights(n, n_resamples, col_seed, strata=y_codes)
-            vecs = [codes[n * (e + 1) : n * (e + 2)] for e in range(len(exps))]
             reps_e = replicate_metric(metric, w, y_codes, vecs)
+            col.units = "examples within class"
         else:
-            y = np.asarray([ref.labels[i] for i in sel], dtype=np.int64)
+            y = np.asarray(truth, dtype=np.int64)
             w = weights(n, n_resamples, col_seed)
-            vecs = [np.asarray([preds[r["id"]].preds[i] for i in sel], dtype=np.int64) for r in exps]
+            vecs = [np.asarray(pred_of[r["id"]], dtype=np.int64)[sel] for r in exps]
             reps_e = replicate_metric(metric, w, y, vecs)
-        col.units = "examples within class" if metric in MACRO else "examples"
     else:
         units_src = None
-        if clustered_ok and ref.groups is not None and all(v is not None for v in (ref.groups[i] for i in sel)):
-            if resample == "clustered" or spec is None:
-                units_src, col.units = [ref.groups[i] for i in sel], "groups"
-        if units_src is None and any(_REPEAT.match(ref.ids[i]) for i in sel[:1]):
-            units_src, col.units = [_REPEAT.sub("", ref.ids[i]) for i in sel], "test examples (repeats pooled)"
+        if clustered:
+            grp = pick(grp)
+            if all(v is not None for v in grp):
+                units_src, col.units = grp, "groups"
+        if units_src is None and n and _REPEAT.match(ids[sel[0]]):
+            units_src, col.units = [_REPEAT.sub("", ids[i]) for i in sel], "test examples (repeats pooled)"
         if units_src is None:
             codes, g = np.arange(n), n
         else:
-            codes, g = _codes(units_src)
+            codes = _codes([units_src])[0]
+            g = int(codes.max()) + 1
         sizes = np.bincount(codes, minlength=g).astype(np.float64)
         w = weights(g, n_resamples, col_seed)
-        sums = np.stack([np.bincount(codes, weights=preds[r["id"]].scores[sel], minlength=g) for r in exps])
+        sums = np.stack([np.bincount(codes, weights=scores[r["id"]][1][sel], minlength=g) for r in exps])
         reps_e = (w @ sums.T).T / (w @ sizes)[None, :]
+    _conclude(col, groups, rows_ok, reps_e, alpha)
+
+
+def _conclude(col: Column, groups: dict, rows_ok: list, reps_e: np.ndarray, alpha: float) -> None:
+    """Check each model's recomputed score against the stored one, then test, rank and set intervals."""
     pos = 0
     est, reps, keys = [], [], []
     for key in rows_ok:
@@ -523,7 +554,7 @@ def _tests(col, groups, preds, headline, resample, spec, label_metric, clustered
         recomputed = block[:, 0]
         stored = np.array([r["score"] for r in groups[key]])
         if not np.allclose(recomputed, stored, atol=1e-6, rtol=0):
-            col.cells[key].note = f"stored {metric} not reproduced from its predictions ({stored[0]:.4f} vs {recomputed[0]:.4f})"
+            col.cells[key].note = f"stored {col.metric} not reproduced from its predictions ({stored[0]:.4f} vs {recomputed[0]:.4f})"
             continue
         keys.append(key)
         est.append(block[:, 0].mean())
