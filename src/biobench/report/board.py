@@ -136,14 +136,19 @@ def base_protocol(protocol: str) -> str:
 #################
 
 
+_BY_ID = "predictions INDEXED BY sqlite_autoindex_predictions_1 WHERE experiment_id = ?"
+"""One experiment's predictions through the primary-key index: always in example-id order, so the
+strings of separate queries (scores, labels, groups) line up; SQLite refuses the query rather than
+scan another way."""
+
+
 def fetch_scores(conn: sqlite3.Connection, exp_id: int) -> tuple[str, np.ndarray] | None:
     """One experiment's example ids (joined by \\x1f, in id order) and per-example scores; None if none stored.
 
     SQLite builds both strings, so no Python object is made per prediction.
     """
     row = conn.execute(
-        "SELECT count(*), group_concat(example_id, char(31)), group_concat(score) FROM "
-        "(SELECT example_id, score FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
+        f"SELECT count(*), group_concat(example_id, char(31)), group_concat(score) FROM {_BY_ID}",
         (exp_id,),
     ).fetchone()
     if not row[0]:
@@ -157,8 +162,7 @@ def fetch_field(conn: sqlite3.Connection, exp_id: int, key: str) -> list:
     SQLite extracts the field as JSON text (`->`), so Python parses one flat array, not a dict per prediction.
     """
     row = conn.execute(
-        f"SELECT group_concat(ifnull(info -> '$.{key}', 'null'), ',') FROM "
-        "(SELECT info FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
+        f"SELECT group_concat(ifnull(info -> '$.{key}', 'null'), ',') FROM {_BY_ID}",
         (exp_id,),
     ).fetchone()
     return json.loads("[" + (row[0] or "") + "]")
@@ -167,7 +171,7 @@ def fetch_field(conn: sqlite3.Connection, exp_id: int, key: str) -> list:
 def fetch_infos(conn: sqlite3.Connection, exp_id: int) -> list[dict]:
     """One experiment's per-prediction info (true and predicted label, group, sub-task...), in id order."""
     row = conn.execute(
-        "SELECT group_concat(info, char(30)) FROM (SELECT info FROM predictions WHERE experiment_id = ? ORDER BY example_id)",
+        f"SELECT group_concat(info, char(30)) FROM {_BY_ID}",
         (exp_id,),
     ).fetchone()
     # JSON text never holds a raw control character, so \x1e cannot occur inside an info.
@@ -383,7 +387,11 @@ def build(
             if not hasattr(local, "conn"):
                 local.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             start = time.perf_counter()
-            data = _read(columns[i], groups[i], local.conn)
+            try:
+                data = _read(columns[i], groups[i], local.conn)
+            except sqlite3.Error as err:  # e.g. a predictions table without its primary-key index
+                columns[i].note = f"cannot read the stored predictions ({err}): no paired tests"
+                data = None
             clock["read predictions (thread)"] += time.perf_counter() - start
             return data
 
