@@ -152,7 +152,7 @@ def test_report_formats(config_file, newt_dir, tmp_path):
     table = run_cli("report", "--db", str(db)).stdout
     assert "builtin:pixel-stats" in table and "95% CI" in table
     out = run_cli("report", "--db", str(db), "--format", "html", "--out", str(tmp_path / "r.html"))
-    assert out.returncode == 0 and "<table>" in (tmp_path / "r.html").read_text()
+    assert out.returncode == 0 and '<table id="leaderboard">' in (tmp_path / "r.html").read_text()
     missing = run_cli("report", "--db", str(tmp_path / "nope.sqlite"))
     assert missing.returncode == 1 and "biobench run" in missing.stderr
 

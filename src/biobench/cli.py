@@ -55,17 +55,28 @@ def report(
     db: Path = Path("results/results.sqlite"),
     format: Literal["table", "csv", "json", "html"] = "table",
     out: OptionalPath = None,
+    tasks: tuple[str, ...] = (),
+    models: tuple[str, ...] = (),
+    n_train: int | None = None,
+    method: tuple[str, ...] = (),
 ) -> int:
-    """Leaderboard with confidence intervals from a results database.
+    """Leaderboard with confidence intervals, tie groups and rank intervals from a results database.
 
     Args:
         db: The results database (REPORT_TO/results.sqlite of a config).
-        format: table (seed-averaged leaderboard), csv or json (one row per experiment), html (static page).
+        format: table (leaderboard, then every n_train), csv or json (one row per experiment, plus mean rows),
+            html (one self-contained page: leaderboard, sub-scores, curves, task correlations, provenance).
         out: Write here instead of standard output.
+        tasks: Only these tasks (names or shell globs).
+        models: Only these models, as ORG:CKPT (shell globs allowed, e.g. 'openai:*').
+        n_train: Only this training-set size (-1 = all); the leaderboard defaults to all, else the largest run.
+        method: Only these methods (cvml, mllm, mllm/single, mllm/multi).
     """
     from biobench import report as report_mod
 
-    text = report_mod.render(report_mod.load(db), format)
+    rows = report_mod.select(report_mod.load(db), tasks=tasks, models=models, n_train=n_train, methods=method)
+    tty = out is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    text = report_mod.render(rows, format, db, tty=tty)
     if out is None:
         print(text, end="" if text.endswith("\n") else "\n")
     else:

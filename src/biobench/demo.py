@@ -49,9 +49,10 @@ def demo(out: Path = Path("biobench-demo"), stream: TextIO | None = None) -> run
     summary = runner.run(config.load(cfg_path), out=stream)
     rows = report.load(out / "results.sqlite")
     print("", file=stream)
-    print(report.to_table(rows), file=stream)
+    board = report.build(rows, out / "results.sqlite")
+    print(report.to_table(rows, board), file=stream)
     html_path = out / "report.html"
-    html_path.write_text(report.to_html(rows, title="biobench demo leaderboard"))
+    html_path.write_text(report.to_html(rows, board, title="biobench demo leaderboard"))
     print(
         f"\nResults: {out / 'results.sqlite'}\nReport:  {html_path}\nConfig:  {cfg_path}\n"
         f"Next: `{console.command()} report --db {out / 'results.sqlite'} --format csv`, or point a config at real data "

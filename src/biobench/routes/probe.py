@@ -184,6 +184,9 @@ def score(
     has_subtasks = "subtask" in rows.columns
     subtasks = rows["subtask"].to_list() if has_subtasks else None
     info_cols = {c: rows[c].to_list() for c in examples.info}
+    # The bootstrap cluster (individual, video) goes with each prediction, so reports resample groups too.
+    if "group" in rows.columns and "group" not in info_cols:
+        info_cols["group"] = rows["group"].to_list()
     infos = []
     for i in range(rows.height):
         item: dict = {}
@@ -199,7 +202,7 @@ def score(
             item.update(extra_info[i])
         infos.append(item)
 
-    levels.update({c: info_cols[c] for c in examples.info})
+    levels.update({c: info_cols[c] for c in examples.info})  # not the group: one sub-score per individual is noise
     if has_subtasks:
         levels[examples.subtask_label] = subtasks
     meta = {examples.subtask_label: subtask_meta} if has_subtasks and subtask_meta else {}

@@ -1,0 +1,615 @@
+"""The leaderboard's statistics: paired-bootstrap tie groups, rank intervals and a mean with its own interval.
+
+A column is one task (and protocol) at one `n_train`; a row is one model with one method.
+Every column draws ONE matrix of bootstrap weights (how often each test unit is drawn in
+each replicate), seeded by the column, and applies it to every model, so a model's
+replicate r and another's are computed on the same resampled test set (a paired
+bootstrap). A replicate of a model's seed-averaged score is the mean over its seeds of the
+metric on the resampled test set: the seeds' training draws are held fixed.
+
+- Units. Examples, except where the predictions carry a `group` (an individual, a video)
+  and the task's metric resamples clusters (or no task spec is known): then whole groups
+  are drawn (Multinomial(G, 1/G) per replicate). Few-shot repeats (`rNNN:ID`) share the
+  test example `ID` as their unit. Macro metrics (macro-F1, mean per-class accuracy)
+  resample within class, as their stored intervals do.
+- Metrics recomputed from the weights: means of per-example scores (accuracy, top-1,
+  user scores), macro-F1, mean per-class accuracy, multi-label mean F1. Each model's
+  recomputed point estimate must match the stored score; a column whose metric cannot be
+  recomputed, or a model whose predictions were not stored or cover other test examples,
+  gets no tie flag and no rank interval (None), never a guessed one.
+- Ties. Per column, for every model j, one-sided paired tests "j is better than k" for
+  every other model k: d = s_j - s_k, p = (1 + #{d*_r - d >= d}) / (B + 1) (the
+  bootstrap distribution shifted to the null, as `stats.paired_bootstrap`; p = 1 when
+  d <= 0), Holm-corrected over j's M - 1 comparisons. j is significantly better than k
+  when the adjusted p <= alpha. The best model (highest score) and every model it is not
+  significantly better than are marked tied.
+- Rank interval of a model m (LMArena's rule): best rank 1 + #{models significantly
+  better than m}, worst rank M - #{models m is significantly better than}.
+- Mean column: only for a model with a result in EVERY column of the board (otherwise
+  no mean, shown as "k/T tasks"); its replicate r is the mean over columns of its
+  replicate r there: every task's test set resampled jointly, the same indices for every
+  model. Ties and ranks follow the same tests.
+- Intervals shown in cells: the percentile interval of the replicates (guarded to contain
+  the estimate), combined in quadrature with the spread across seeds (1.96 sd /
+  sqrt(seeds)), as `across_seed_interval` does for stored intervals; with one seed it is
+  the percentile interval alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import math
+import re
+import sqlite3
+import statistics
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from jaxtyping import Float
+
+from biobench import stats
+
+logger = logging.getLogger(__name__)
+
+ALPHA = 0.05
+N_RESAMPLES = 1000
+MEAN_METRICS = ("accuracy", "top1")
+"""Metrics that are the mean of the per-example scores (other names are checked against the stored score)."""
+MACRO = ("macro_f1", "mean_per_class_accuracy")
+MULTILABEL = ("mean_f1",)
+_REPEAT = re.compile(r"^r\d+:")
+
+
+@dataclasses.dataclass
+class Cell:
+    """One model's result in one column (or in the mean column)."""
+
+    score: float
+    ci_low: float | None
+    ci_high: float | None
+    n_seeds: int
+    tied: bool | None = None
+    """Best, or not significantly worse than the best (None: not tested)."""
+    rank_low: int | None = None
+    rank_high: int | None = None
+    sd: float = 0.0
+    n_test: int = 0
+    usd_per_answer: float | None = None
+    sub_scores: dict = dataclasses.field(default_factory=dict)
+    seed_scores: dict[int, float] = dataclasses.field(default_factory=dict)
+    """Seed -> stored score (for the mean column's seed term)."""
+    note: str = ""
+    """Why the cell has no tie flag, or what its mean rests on."""
+
+
+@dataclasses.dataclass
+class Column:
+    """One task (and protocol) at one n_train: a cell per row."""
+
+    task: str
+    protocol: str
+    label: str
+    n_train: int
+    metric: str
+    cells: dict[tuple[str, str], Cell]
+    units: str = "examples"
+    """What the bootstrap resampled: examples, groups (clusters), or examples within class."""
+    note: str = ""
+    reps: dict[tuple[str, str], np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    """Row -> (B,) replicates of its seed-averaged score (only rows with tie flags)."""
+
+
+@dataclasses.dataclass
+class Board:
+    columns: list[Column]
+    rows: list[tuple[str, str]]
+    """(model, method label), sorted by mean (or the only column), best first."""
+    mean: dict[tuple[str, str], Cell]
+    n_resamples: int
+    seed: int
+    alpha: float
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def column_seed(seed: int, task: str, protocol: str, n_train: int) -> int:
+    """The bootstrap seed of one column: the same for every model, different between columns."""
+    return (seed * 1_000_003 + zlib.crc32(f"{task}|{protocol}|{n_train}".encode())) % 2**32
+
+
+def method_label(r: dict) -> str:
+    return r["method"] if r["method"] != "mllm" else f"mllm/{r.get('prompting') or 'single'}"
+
+
+def base_protocol(protocol: str) -> str:
+    return protocol.split("|", 1)[0]
+
+
+#################
+# Predictions   #
+#################
+
+
+_BY_ID = "predictions INDEXED BY sqlite_autoindex_predictions_1 WHERE experiment_id = ?"
+"""One experiment's predictions through the primary-key index: always in example-id order, so the
+strings of separate queries (scores, labels, groups) line up; SQLite refuses the query rather than
+scan another way."""
+
+
+def fetch_scores(conn: sqlite3.Connection, exp_id: int) -> tuple[str, np.ndarray] | None:
+    """One experiment's example ids (joined by \\x1f, in id order) and per-example scores; None if none stored.
+
+    SQLite builds both strings, so no Python object is made per prediction.
+    """
+    row = conn.execute(
+        f"SELECT count(*), group_concat(example_id, char(31)), group_concat(score) FROM {_BY_ID}",
+        (exp_id,),
+    ).fetchone()
+    if not row[0]:
+        return None
+    return row[1], np.array(row[2].split(","), dtype=np.float64)
+
+
+def fetch_field(conn: sqlite3.Connection, exp_id: int, key: str) -> list:
+    """One field of every prediction's info (`label`, `pred`, `group`), in id order; None where absent.
+
+    SQLite extracts the field as JSON text (`->`), so Python parses one flat array, not a dict per prediction.
+    """
+    row = conn.execute(
+        f"SELECT group_concat(ifnull(info -> '$.{key}', 'null'), ',') FROM {_BY_ID}",
+        (exp_id,),
+    ).fetchone()
+    return json.loads("[" + (row[0] or "") + "]")
+
+
+def fetch_infos(conn: sqlite3.Connection, exp_id: int) -> list[dict]:
+    """One experiment's per-prediction info (true and predicted label, group, sub-task...), in id order."""
+    row = conn.execute(
+        f"SELECT group_concat(info, char(30)) FROM {_BY_ID}",
+        (exp_id,),
+    ).fetchone()
+    # JSON text never holds a raw control character, so \x1e cannot occur inside an info.
+    return json.loads("[" + (row[0] or "").replace("\x1e", ",") + "]")
+
+
+def _spec(task: str):
+    """The registered task's spec, or None (a task of a plugin that is not loaded, a generated store)."""
+    try:
+        from biobench.tasks import get_task
+
+        return get_task(task)
+    except Exception:
+        return None
+
+
+#####################
+# Bootstrap weights #
+#####################
+
+
+def weights(n_units: int, n_resamples: int, seed: int, *, strata: np.ndarray | None = None) -> Float[np.ndarray, "b1 u"]:
+    """(1 + B, units) draw counts: row 0 is all ones (the point estimate), row r the counts of replicate r.
+
+    Replicate r counts how often each unit is among the r-th row of `stats.resample_indices`
+    (U draws with replacement; with `strata`, within each stratum), on the same seed.
+    """
+    out = np.empty((n_resamples + 1, n_units))
+    out[0] = 1.0
+    row = 1
+    for idx in stats.resample_indices(n_units, n_resamples=n_resamples, seed=seed, strata=strata):
+        b = idx.shape[0]
+        keys = (idx + (np.arange(b) * n_units)[:, None]).ravel()
+        out[row : row + b] = np.bincount(keys, minlength=b * n_units).reshape(b, n_units)
+        row += b
+    return out
+
+
+_MAX_CELLS = 2**25  # elements of one product's result (float32: 128 MB)
+
+
+def _weighted_sums(w: np.ndarray, cols: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """w @ M for the 0/1 matrix M (n x width) with ones at (rows, cols): dense float32 BLAS when M is small, else sparse.
+
+    Counts are small integers, exact in float32.
+    """
+    n = w.shape[1]
+    if n * width * 4 <= 256 * 2**20:
+        m = np.zeros((n, width), dtype=np.float32)
+        m[rows, cols] = 1.0
+        return (w.astype(np.float32, copy=False) @ m).astype(np.float64)
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, width))
+    return np.asarray((m.T @ w.astype(np.float32, copy=False).T).T, dtype=np.float64)
+
+
+def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Sequence[np.ndarray]) -> Float[np.ndarray, "e b1"]:
+    """The label metric `metric` of each prediction vector under every weight row (row 0 = the point estimate).
+
+    Per-class (or per-trait) counts of all experiments come from one product of the weights
+    with a 0/1 indicator matrix (experiments in chunks that bound memory), so no loop runs
+    per replicate or per example.
+    """
+    b1, n = w.shape
+    if metric in MULTILABEL:
+        t = np.asarray(y_true, dtype=bool)
+        k = t.shape[1]
+        true = w @ t.astype(np.float64)
+        chunk = max(1, _MAX_CELLS // (b1 * 2 * k))
+        out = []
+        for lo in range(0, len(y_preds), chunk):
+            ps = [np.asarray(p, dtype=bool) for p in y_preds[lo : lo + chunk]]
+            rows, cols = [], []
+            for e, p in enumerate(ps):
+                for j, mat in ((0, t & p), (1, p)):
+                    r, c = np.nonzero(mat)
+                    rows.append(r)
+                    cols.append((e * 2 + j) * k + c)
+            sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * 2 * k).reshape(b1, len(ps), 2, k)
+            tp, pred = sums[:, :, 0], sums[:, :, 1]
+            denom = true[:, None, :] + pred
+            f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=2)
+            out.append(f1.T)
+        return np.concatenate(out)
+    labels = np.unique(y_true)
+    c_n = len(labels)
+    t = np.searchsorted(labels, y_true)
+    true = _weighted_sums(w, t, np.arange(n), c_n)
+    chunk = max(1, _MAX_CELLS // (b1 * 2 * c_n))
+    out = []
+    for lo in range(0, len(y_preds), chunk):
+        ps = list(y_preds[lo : lo + chunk])
+        rows, cols = [], []
+        for e, p in enumerate(ps):
+            pc = np.searchsorted(labels, p)
+            pc = np.where((pc < c_n) & (labels[np.minimum(pc, c_n - 1)] == p), pc, -1)
+            hit = np.flatnonzero(pc == t)
+            rows.append(hit)
+            cols.append((e * 2) * c_n + t[hit])
+            ok = np.flatnonzero(pc >= 0)
+            rows.append(ok)
+            cols.append((e * 2 + 1) * c_n + pc[ok])
+        sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * 2 * c_n).reshape(b1, len(ps), 2, c_n)
+        tp, pred = sums[:, :, 0], sums[:, :, 1]
+        if metric == "macro_f1":
+            denom = true[:, None, :] + pred
+            values = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=2)
+        else:  # mean per-class accuracy over the classes present in the replicate
+            present = np.broadcast_to(true[:, None, :] > 0, tp.shape)
+            recall = np.divide(tp, np.broadcast_to(true[:, None, :], tp.shape), out=np.zeros_like(tp), where=present)
+            values = recall.sum(axis=2) / np.maximum(present.sum(axis=2), 1)
+        out.append(values.T)
+    return np.concatenate(out)
+
+
+def _codes(lists: Sequence[Sequence]) -> list[np.ndarray]:
+    """Integer codes of the values of several lists, one code per distinct value over all of them (in sorted order)."""
+    arrays = [np.asarray(v) for v in lists]
+    if all(a.dtype.kind in "iub" for a in arrays):
+        flat = np.concatenate(arrays)
+    else:  # strings, None for a failed answer, lists: compared as text
+        flat = np.array([json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else str(v) for x in lists for v in x])
+    _, codes = np.unique(flat, return_inverse=True)
+    out, pos = [], 0
+    for a in arrays:
+        out.append(codes[pos : pos + len(a)])
+        pos += len(a)
+    return out
+
+
+######################
+# Tests and ranks    #
+######################
+
+
+def paired_tests(est: Float[np.ndarray, " m"], reps: Float[np.ndarray, "b m"], alpha: float = ALPHA) -> np.ndarray:
+    """(m, m) boolean: [j, k] = j is significantly better than k (one-sided paired bootstrap, Holm over j's m - 1 tests)."""
+    m = len(est)
+    better = np.zeros((m, m), dtype=bool)
+    b = reps.shape[0]
+    for j in range(m):
+        others = np.array([k for k in range(m) if k != j], dtype=int)
+        if len(others) == 0:
+            continue
+        d = est[j] - est[others]
+        dstar = reps[:, j : j + 1] - reps[:, others]
+        extreme = (dstar - d[None, :]) >= d[None, :] - 1e-12
+        p = (1 + extreme.sum(axis=0)) / (b + 1)
+        p = np.where(d > 1e-12, np.minimum(p, 1.0), 1.0)
+        better[j, others] = stats.holm(p) <= alpha
+    return better
+
+
+def ranks_and_ties(est: np.ndarray, better: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tied with the best, best rank, worst rank) per model."""
+    m = len(est)
+    best = int(np.argmax(est))
+    tied = ~better[best]
+    tied[best] = True
+    low = 1 + better.sum(axis=0)
+    high = m - better.sum(axis=1)
+    return tied, low, high
+
+
+def interval(estimate: float, reps: np.ndarray, seed_scores: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """Percentile interval of the replicates, its half-widths combined with the seed spread in quadrature."""
+    low, high = stats.percentile_interval(reps, estimate)
+    seed_term = z * statistics.stdev(seed_scores) / len(seed_scores) ** 0.5 if len(seed_scores) > 1 else 0.0
+    if seed_term == 0:
+        return low, high
+    return estimate - math.hypot(estimate - low, seed_term), estimate + math.hypot(high - estimate, seed_term)
+
+
+##################
+# The board      #
+##################
+
+
+def leaderboard_n_train(values: Sequence[int]) -> int:
+    """The n_train a column shows by default: all (-1) where present, else the largest."""
+    return -1 if -1 in values else max(values)
+
+
+def build(
+    rows: Sequence[dict],
+    db: Path | str | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> Board:
+    """The leaderboard of `rows` (experiment rows); paired tests read the predictions in `db` (none without it)."""
+    labels = labels or {}
+    by_col: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        by_col.setdefault((r["task"], base_protocol(r["protocol"])), []).append(r)
+    clock = {"read predictions (thread)": 0.0, "bootstrap and tests": 0.0}
+    columns, groups = [], []
+    for (task, proto), rs in sorted(by_col.items()):
+        n_train = leaderboard_n_train([r["n_train"] for r in rs])
+        col, g = _column(task, proto, labels.get(proto, proto), n_train, [r for r in rs if r["n_train"] == n_train])
+        columns.append(col)
+        groups.append(g)
+    if db is not None and rows and "id" in rows[0]:
+        uri = f"{Path(db).resolve().as_uri()}?mode=ro"
+        local = threading.local()
+
+        def read(i: int):
+            # One connection per thread; SQLite releases the GIL while it reads, so a column is read while
+            # the previous one is tested.
+            if not hasattr(local, "conn"):
+                local.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            start = time.perf_counter()
+            try:
+                data = _read(columns[i], groups[i], local.conn)
+            except sqlite3.Error as err:  # e.g. a predictions table without its primary-key index
+                columns[i].note = f"cannot read the stored predictions ({err}): no paired tests"
+                data = None
+            clock["read predictions (thread)"] += time.perf_counter() - start
+            return data
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            for i, data in enumerate(pool.map(read, range(len(columns)))):
+                if data is None:
+                    continue
+                start = time.perf_counter()
+                _test(columns[i], groups[i], data, n_resamples, seed, alpha)
+                clock["bootstrap and tests"] += time.perf_counter() - start
+    else:
+        for col in columns:
+            col.note = "no predictions read: no paired tests"
+    start = time.perf_counter()
+    all_rows = sorted({k for c in columns for k in c.cells})
+    mean = _mean(columns, all_rows, alpha) if len(columns) > 1 else {}
+    clock["mean column"] = time.perf_counter() - start
+
+    def order(k):
+        if mean:
+            return (k not in mean, -mean[k].score if k in mean else 0.0, k)
+        c = columns[0].cells.get(k) if columns else None
+        return (c is None, -c.score if c else 0.0, k)
+
+    return Board(columns, sorted(all_rows, key=order), mean, n_resamples, seed, alpha, clock)
+
+
+def _column(task, proto, label, n_train, rs) -> tuple[Column, dict]:
+    from biobench.report import across_seed_interval
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rs:
+        groups.setdefault((r["model"], method_label(r)), []).append(r)
+    cells = {}
+    for key, g in groups.items():
+        scores = [r["score"] for r in g]
+        costs = [r.get("cost_usd") for r in g]
+        cells[key] = Cell(
+            score=statistics.fmean(scores),
+            ci_low=None,
+            ci_high=None,
+            n_seeds=len(g),
+            sd=statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            n_test=g[0]["n_test"],
+            usd_per_answer=None if None in costs else sum(costs) / max(1, sum(r["n_test"] for r in g)),
+            sub_scores=_mean_sub_scores([r.get("sub_scores") for r in g]),
+            seed_scores={r["seed"]: r["score"] for r in g},
+        )
+        cells[key].ci_low, cells[key].ci_high = across_seed_interval(g)
+    metric = rs[0]["metric"]
+    return Column(task, proto, label, n_train, metric, cells), groups
+
+
+def _mean_sub_scores(subs: Sequence) -> dict:
+    """Seed average of the numeric leaves of the sub-scores (level -> name -> {field: value})."""
+    parsed = []
+    for s in subs:
+        try:
+            parsed.append(json.loads(s) if isinstance(s, str) else (s or {}))
+        except ValueError:
+            continue
+    out: dict = {}
+    for s in parsed:
+        for level, names in s.items():
+            if not isinstance(names, dict):
+                continue
+            for name, fields in names.items():
+                if isinstance(fields, dict):
+                    for f, v in fields.items():
+                        if isinstance(v, int | float) and not isinstance(v, bool):
+                            out.setdefault(level, {}).setdefault(name, {}).setdefault(f, []).append(float(v))
+                elif isinstance(fields, int | float):
+                    out.setdefault(level, {}).setdefault(name, {}).setdefault("value", []).append(float(fields))
+    return {lv: {n: {f: statistics.fmean(v) for f, v in fs.items()} for n, fs in ns.items()} for lv, ns in out.items()}
+
+
+def _read(col: Column, groups: dict, conn) -> dict | None:
+    """What the paired tests of a column need from the store (None: no tests; the reason is in the notes)."""
+    metric = col.metric
+    spec = _spec(col.task)
+    headline = getattr(spec, "headline", None)
+    resample = getattr(getattr(spec, "metric", None), "resample", None)
+    label_metric = metric in MACRO or metric in MULTILABEL
+    if spec is not None and getattr(spec.metric, "value", None) is not None and not label_metric:
+        col.note = f"{metric} cannot be recomputed from the stored predictions: no paired tests"
+        return None
+    scores = {r["id"]: fetch_scores(conn, r["id"]) for g in groups.values() for r in g}
+    ref_key = next((k for k in sorted(groups) if all(scores[r["id"]] is not None for r in groups[k])), None)
+    if ref_key is None:
+        col.note = "no stored predictions: no paired tests"
+        return None
+    ref_id = groups[ref_key][0]["id"]
+    ref_ids = scores[ref_id][0]
+    rows_ok = []
+    for key in sorted(groups):
+        rs = groups[key]
+        if any(scores[r["id"]] is None for r in rs):
+            col.cells[key].note = "predictions not stored"
+        elif any(scores[r["id"]][0] != ref_ids for r in rs):
+            col.cells[key].note = "scored on other test examples than the rest of the column"
+        else:
+            rows_ok.append(key)
+    exps = [r for k in rows_ok for r in groups[k]]
+    clustered = not label_metric and resample in (None, "clustered")
+    ref_info = fetch_infos(conn, ref_id) if headline is not None else None
+    truth = fetch_field(conn, ref_id, "label") if label_metric else None
+    grp = fetch_field(conn, ref_id, "group") if clustered else None
+    pred_of = {r["id"]: fetch_field(conn, r["id"], "pred") for r in exps} if label_metric else {}
+    return dict(locals())
+
+
+def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, alpha: float) -> None:
+    """The column's paired bootstrap: one weight matrix for every model, then tests, ranks and intervals."""
+    metric, label_metric, clustered, headline = col.metric, data["label_metric"], data["clustered"], data["headline"]
+    scores, ref_ids, ref_info, truth, grp, pred_of = (data[k] for k in ("scores", "ref_ids", "ref_info", "truth", "grp", "pred_of"))
+    rows_ok, exps = data["rows_ok"], data["exps"]
+    ids = ref_ids.split("\x1f")
+    keep = np.ones(len(ids), dtype=bool)
+    if headline is not None:
+        keep = np.array([headline in (i or {}).values() for i in ref_info])
+    sel = np.flatnonzero(keep)
+    n = len(sel)
+    col_seed = column_seed(seed, col.task, col.protocol, col.n_train)
+    pick = (lambda v: v) if n == len(ids) else (lambda v: [v[i] for i in sel])
+    # Per experiment: its replicate vector (row 0 = the point estimate).
+    if label_metric:
+        truth = pick(truth)
+        if metric in MACRO:
+            # One code per label value (ints, strings, None for a failed answer) over truth and every prediction.
+            codes = _codes([truth] + [pick(pred_of[r["id"]]) for r in exps])
+            y_codes, vecs = codes[0], codes[1:]
+            w = weights(n, n_resamples, col_seed, strata=y_codes)
+            reps_e = replicate_metric(metric, w, y_codes, vecs)
+            col.units = "examples within class"
+        else:
+            y = np.asarray(truth, dtype=np.int64)
+            w = weights(n, n_resamples, col_seed)
+            vecs = [np.asarray(pred_of[r["id"]], dtype=np.int64)[sel] for r in exps]
+            reps_e = replicate_metric(metric, w, y, vecs)
+    else:
+        units_src = None
+        if clustered:
+            grp = pick(grp)
+            if all(v is not None for v in grp):
+                units_src, col.units = grp, "groups"
+        if units_src is None and n and _REPEAT.match(ids[sel[0]]):
+            units_src, col.units = [_REPEAT.sub("", ids[i]) for i in sel], "test examples (repeats pooled)"
+        if units_src is None:
+            codes, g = np.arange(n), n
+        else:
+            codes = _codes([units_src])[0]
+            g = int(codes.max()) + 1
+        sizes = np.bincount(codes, minlength=g).astype(np.float64)
+        w = weights(g, n_resamples, col_seed)
+        sums = np.stack([np.bincount(codes, weights=scores[r["id"]][1][sel], minlength=g) for r in exps])
+        reps_e = (w @ sums.T).T / (w @ sizes)[None, :]
+    _conclude(col, groups, rows_ok, reps_e, alpha)
+
+
+def _conclude(col: Column, groups: dict, rows_ok: list, reps_e: np.ndarray, alpha: float) -> None:
+    """Check each model's recomputed score against the stored one, then test, rank and set intervals."""
+    pos = 0
+    est, reps, keys = [], [], []
+    for key in rows_ok:
+        k = len(groups[key])
+        block = reps_e[pos : pos + k]
+        pos += k
+        recomputed = block[:, 0]
+        stored = np.array([r["score"] for r in groups[key]])
+        if not np.allclose(recomputed, stored, atol=1e-6, rtol=0):
+            col.cells[key].note = f"stored {col.metric} not reproduced from its predictions ({stored[0]:.4f} vs {recomputed[0]:.4f})"
+            continue
+        keys.append(key)
+        est.append(block[:, 0].mean())
+        reps.append(block[:, 1:].mean(axis=0))
+    if not keys:
+        col.note = col.note or "no model's score could be reproduced from its predictions: no paired tests"
+        return
+    est_a, reps_a = np.asarray(est), np.stack(reps, axis=1)
+    better = paired_tests(est_a, reps_a, alpha)
+    tied, low, high = ranks_and_ties(est_a, better)
+    for i, key in enumerate(keys):
+        c = col.cells[key]
+        c.tied, c.rank_low, c.rank_high = bool(tied[i]), int(low[i]), int(high[i])
+        c.ci_low, c.ci_high = interval(c.score, reps_a[:, i], [r["score"] for r in groups[key]])
+        col.reps[key] = reps_a[:, i]
+
+
+def _mean(columns: Sequence[Column], keys: Sequence[tuple[str, str]], alpha: float) -> dict[tuple[str, str], Cell]:
+    out = {}
+    t = len(columns)
+    tested = []
+    for key in keys:
+        cells = [c.cells.get(key) for c in columns]
+        have = [c for c in cells if c is not None]
+        if len(have) < t:
+            continue
+        cell = Cell(
+            score=statistics.fmean(c.score for c in have),
+            ci_low=None,
+            ci_high=None,
+            n_seeds=min(c.n_seeds for c in have),
+            n_test=sum(c.n_test for c in have),
+        )
+        out[key] = cell
+        if all(key in c.reps for c in columns):
+            tested.append(key)
+        else:
+            cell.note = "some task has no paired replicates: no interval or tie flag"
+    if tested:
+        reps = np.stack([np.mean([c.reps[k] for c in columns], axis=0) for k in tested], axis=1)
+        est = np.array([out[k].score for k in tested])
+        better = paired_tests(est, reps, alpha)
+        tied, low, high = ranks_and_ties(est, better)
+        for i, k in enumerate(tested):
+            cell = out[k]
+            cell.tied, cell.rank_low, cell.rank_high = bool(tied[i]), int(low[i]), int(high[i])
+            common = set.intersection(*(set(c.cells[k].seed_scores) for c in columns))
+            per_seed = [statistics.fmean(c.cells[k].seed_scores[s] for c in columns) for s in sorted(common)]
+            cell.ci_low, cell.ci_high = interval(cell.score, reps[:, i], per_seed)
+    return out
