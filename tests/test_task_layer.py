@@ -271,3 +271,16 @@ def test_a_task_without_n_train_runs_once_per_model_and_seed(tmp_path):
     planned = plan.plan(cfg)
     assert sorted((p.key.seed, p.status) for p in planned) == [(0, "n/a"), (0, "n/a"), (0, "run"), (1, "n/a"), (1, "n/a"), (1, "run")]
     assert {p.key.n_train for p in planned} == {p.experiment.n_train for p in planned} == {-1}  # run (and keyed) at -1
+
+
+@pytest.mark.parametrize("task", ["kabr", "beluga"])
+def test_stored_predictions_keep_their_cluster_for_the_report(task, tmp_path):
+    """The report resamples clusters (videos, individuals) from the stored info: the group must be there."""
+    import biobench
+    from biobench.tasks import get_task
+
+    get_task(task).fixture(tmp_path / task, seed=0)
+    report = biobench.evaluate("builtin:pixel-stats", task, tmp_path / task, device="cpu", n_workers=0, n_bootstrap=20)
+    examples = get_task(task).read(get_task(task).options(data=tmp_path / task))
+    groups = set(examples.table["group"].cast(str).to_list())
+    assert all(str(info["group"]) in groups for info in report.example_info)
