@@ -21,6 +21,7 @@ features' cosine similarity.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -29,9 +30,13 @@ from torch import Tensor
 
 from biobench.images import Crop
 
+# torchvision 0.29 deprecates its image decoders in favour of TorchCodec; they work, and are what this path is built on.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
+
 MEAN_ABS_TOLERANCE = 0.03
 """Largest mean absolute difference, after normalisation, between the fast and exact paths' tensors that the tests accept
-(about one grey level: 1/255 divided by a CLIP std of 0.27 is 0.015)."""
+(two grey levels: 1/255 divided by a CLIP std of 0.27 is 0.015), a bound meant to hold for the GPU decoder too. With the
+CPU decoder (libjpeg-turbo, as PIL's) the decoded pixels are identical and the mean difference is below 0.0002."""
 
 _INTERPOLATIONS = ("bilinear", "bicubic")
 """Resampling modes where torch's antialiased kernels follow PIL's (nearest does not: PIL's is torch's nearest-exact)."""
