@@ -120,7 +120,10 @@ class Settings:
     batch_size: int = 256
     """Images per forward pass (halved automatically on out-of-memory)."""
     n_workers: int = dataclasses.field(default_factory=default_workers)
-    """DataLoader processes decoding images (0 = in the main process)."""
+    """Threads reading, decoding and transforming images ahead of the forward pass (0 = in the main thread)."""
+    decode: Literal["exact", "fast"] | None = None
+    """Image preprocessing: "exact" (the backbone's own PIL transform) or "fast" (JPEG decode and transform as tensor ops,
+    on the GPU under CUDA, within about one grey level of exact); default fast on CUDA, exact elsewhere. Part of the cache key."""
     n_jobs: int = dataclasses.field(default_factory=default_workers)
     """Processes fitting probes in parallel (e.g. NeWT's 164 SVMs)."""
     n_bootstrap: int = 1000

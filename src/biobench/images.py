@@ -149,12 +149,26 @@ def image_key(path: ImageRef, crop: Crop | None, mode: KeyMode = "stat", stats: 
 
 def load_rgb(path: ImageRef, crop: Crop | None = None) -> Image.Image:
     """Open an image (a file or a `TableImage`) as RGB, cropping if asked; a `DataError` names any unreadable image."""
+    return decode_rgb(read_image_bytes(path), path, crop)
+
+
+def read_image_bytes(path: ImageRef) -> bytes:
+    """The encoded bytes of an image (a file or a `TableImage`); a `DataError` for a missing one."""
     try:
-        source = io.BytesIO(table_image_bytes(path)) if isinstance(path, TableImage) else path
-        with Image.open(source) as img:
-            img = img.convert("RGB")
+        return table_image_bytes(path) if isinstance(path, TableImage) else Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"Image file not found: {path}. Re-download the dataset or fix its metadata.") from None
+    except IsADirectoryError:
+        raise DataError(f"Cannot decode image {path}: it is a directory. Fix the dataset's metadata.") from None
+    except OSError as err:
+        raise DataError(f"Cannot read image {path}: {err}. Check the file's permissions and the disk.") from None
+
+
+def decode_rgb(data: bytes, path: ImageRef, crop: Crop | None = None) -> Image.Image:
+    """Decode the bytes of image `path` as RGB with PIL, cropping if asked; a `DataError` names an undecodable image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(
             f"Cannot decode image {path}: {err}. The file is corrupt or not an image; "

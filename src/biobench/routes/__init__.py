@@ -43,6 +43,11 @@ def run_config(exp: Experiment, options, settings: dict, **route) -> dict:
     return {"experiment": dataclasses.asdict(exp), "task": dataclasses.asdict(options), "settings": settings, **route}
 
 
+def embedding_info(emb) -> dict:
+    """What a stored report records about its image features: counts, the preprocessing path, per-stage seconds."""
+    return {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded, "decode": emb.decode, "timings": emb.timings}
+
+
 def probe_reports(
     backbone,
     task_name: str,
@@ -64,11 +69,14 @@ def probe_reports(
     options = cfg.task_options_for(task_name)
     examples = spec.read(options) if examples is None else examples
     emb = get_features(
-        backbone, examples.images, FeatureCache(s.resolved_cache_dir()), EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys)
+        backbone,
+        examples.images,
+        FeatureCache(s.resolved_cache_dir()),
+        EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys, decode=s.decode),
     )
     data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
     seconds_embed = emb.seconds
-    embedding = {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded}
+    embedding = embedding_info(emb)
     for exp, key in zip(experiments, keys, strict=True):
         result = probe.evaluate(spec, options, examples, emb.features, context(cfg, key, device))
         yield Report(
@@ -103,7 +111,7 @@ def text_reports(
     options = cfg.task_options_for(task_name)
     examples = spec.read(options) if examples is None else examples
     cache = FeatureCache(s.resolved_cache_dir())
-    emb = get_features(backbone, examples.images, cache, EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys))
+    emb = get_features(backbone, examples.images, cache, EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys, decode=s.decode))
     data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
     counts = {"n_cached": 0, "n_embedded": 0}
 
@@ -116,7 +124,7 @@ def text_reports(
     seconds_embed = emb.seconds
     for exp, key in zip(experiments, keys, strict=True):
         result = text.evaluate(spec, options, examples, emb.features, encode, context(cfg, key, device))
-        embedding = {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded, "texts": dict(counts)}
+        embedding = {**embedding_info(emb), "texts": dict(counts)}
         yield Report(
             key,
             result,
