@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from biobench.config import Model
+from biobench.errors import BiobenchError
 from biobench.mllm.client import Answer, Budget, Client
 
 
@@ -32,19 +33,30 @@ def stream(
 ) -> None:
     """Send `build(item)` for every item (None: nothing to send, `on_answer(item, None)`), `parallel` at a time,
     calling `on_answer` as each answer comes; items are drawn lazily, so a stream of millions holds a few in memory.
-    `BudgetExhausted` stops the stream (answers already handled stay handled)."""
+    `BudgetExhausted` stops the stream (answers already handled stay handled); so does a server that cannot be
+    reached before any answer came (a `BiobenchError` naming its URL: a wrong --base-url is not recorded as
+    millions of failed samples)."""
+    answered = 0
 
     async def run() -> None:
         it = iter(items)
         semaphore = asyncio.Semaphore(client.model.parallel)
 
         async def worker() -> None:
+            nonlocal answered
             for item in it:  # one shared iterator: next() never awaits, so workers never draw the same item
                 messages = build(item)
                 if messages is None:
                     on_answer(item, None)
                     continue
-                on_answer(item, await client.answer(messages, semaphore))
+                answer = await client.answer(messages, semaphore)
+                if answer.text is None and not answered and "cannot connect" in (answer.error or ""):
+                    where = client.model.base_url or f"the {client.model.org} API"
+                    raise BiobenchError(
+                        f"Cannot reach the model server at {where}: {answer.error}. Start it (or fix --base-url) and rerun."
+                    )
+                answered += answer.text is not None
+                on_answer(item, answer)
 
         try:
             async with asyncio.TaskGroup() as group:

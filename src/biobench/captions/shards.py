@@ -24,22 +24,19 @@ _LIST = re.compile(r"\{([^{}]*,[^{}]*)\}")
 
 def expand_braces(pattern: str) -> list[str]:
     """Bash-style brace expansion: `a-{000..002}.tar` -> a-000.tar a-001.tar a-002.tar (zero padding kept); `{x,y}` lists."""
-    m = _RANGE.search(pattern)
-    if m:
+    matches = [m for m in (_RANGE.search(pattern), _LIST.search(pattern)) if m]
+    if not matches:
+        return [pattern]
+    m = min(matches, key=lambda m: m.start())  # the leftmost group varies slowest, as in bash
+    head, tail = pattern[: m.start()], pattern[m.end() :]
+    if m.re is _RANGE:
         lo, hi = m.group(1), m.group(2)
         width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
         step = 1 if int(hi) >= int(lo) else -1
-        out = []
-        for i in range(int(lo), int(hi) + step, step):
-            out += expand_braces(pattern[: m.start()] + str(i).zfill(width) + pattern[m.end() :])
-        return out
-    m = _LIST.search(pattern)
-    if m:
-        out = []
-        for part in m.group(1).split(","):
-            out += expand_braces(pattern[: m.start()] + part + pattern[m.end() :])
-        return out
-    return [pattern]
+        parts = [str(i).zfill(width) for i in range(int(lo), int(hi) + step, step)]
+    else:
+        parts = m.group(1).split(",")
+    return [p for part in parts for p in expand_braces(head + part + tail)]
 
 
 def split_key(name: str) -> tuple[str, str] | None:
