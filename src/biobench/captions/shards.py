@@ -5,7 +5,7 @@ them (KEY = the member's path up to the first dot of its file name; EXT = the re
 TreeOfLife-10M sample has `jpg` and the text fields `scientific_name.txt`, `taxonomic_name.txt`,
 `common_name.txt`, `sci.txt`, `com.txt`, `taxon.txt`, `taxonTag.txt`, `sci_com.txt`,
 `taxon_com.txt`, `taxonTag_com.txt`; KEY is the image's uuid (treeoflife_id). Field names are
-matched case-insensitively.
+lower-cased, as webdataset's `group_by_keys(lcase=True)` does (so `taxonTag.txt` is `taxontag.txt`).
 """
 
 from __future__ import annotations
