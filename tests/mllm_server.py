@@ -24,6 +24,7 @@ import io
 import re
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 from aiohttp import web
@@ -38,6 +39,8 @@ class Record:
     auth: str
     mode: str
     answer: str | None
+    text: str = ""
+    """Every text part of the request, joined by newlines (the prompt as the server received it)."""
 
 
 @dataclasses.dataclass
@@ -50,6 +53,8 @@ class ServerState:
     error_message: str = "server error"
     prompt_tokens: int = 1000
     completion_tokens: int = 10
+    responder: Callable[[str, int], str] | None = None
+    """When set, the answer to an "ok" request is responder(prompt text, number of images) instead of the 1-NN label."""
     records: list[Record] = dataclasses.field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -59,7 +64,7 @@ class ServerState:
         with self.lock:
             self.script, self.default, self.retry_after = [], "ok", "0"
             self.stall_s, self.latency_s, self.error_message = 2.0, 0.0, "server error"
-            self.prompt_tokens, self.completion_tokens = 1000, 10
+            self.prompt_tokens, self.completion_tokens, self.responder = 1000, 10, None
             self.records, self.in_flight, self.max_in_flight = [], 0, 0
 
     def next_mode(self) -> str:
@@ -102,6 +107,18 @@ def parse_request(body: dict) -> tuple[list[str], list[str | None], str]:
     return images, answers, query
 
 
+def request_text(body: dict) -> str:
+    """All text parts of a request's messages, in order, joined by newlines."""
+    parts = []
+    for message in body["messages"]:
+        content = message["content"]
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts += [p["text"] for p in content if p.get("type") == "text"]
+    return "\n".join(parts)
+
+
 def nearest_answer(images: list[str], answers: list[str | None]) -> str | None:
     shots = [(mean_colour(u), a) for u, a in zip(images[:-1], answers[:-1]) if a is not None]
     if not shots:
@@ -122,7 +139,8 @@ def make_app(state: ServerState) -> web.Application:
             body = await request.json()
             images, answers, _ = parse_request(body)
             query = hashlib.sha256(images[-1].encode()).hexdigest()[:16] if images else ""
-            record = Record(arrived, len(images), query, request.headers.get("Authorization", ""), mode, None)
+            text = request_text(body)
+            record = Record(arrived, len(images), query, request.headers.get("Authorization", ""), mode, None, text)
             with state.lock:
                 state.records.append(record)
             if state.latency_s:
@@ -142,7 +160,9 @@ def make_app(state: ServerState) -> web.Application:
             if mode == "stall":
                 await asyncio.sleep(state.stall_s)
             label = nearest_answer(images, answers)
-            if mode == "garbage" or label is None:
+            if state.responder is not None and mode == "ok":
+                text = state.responder(text, len(images))
+            elif mode == "garbage" or label is None:
                 text = "I am not sure what this is."
             elif mode == "plain":
                 text = label

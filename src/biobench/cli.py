@@ -1,4 +1,4 @@
-"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache | challenge`.
+"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache | challenge | wiki | captions`.
 
 Each command is a thin function over the library; errors a user can fix print one clear
 message (no traceback) and exit 1; Ctrl-C exits 130 after saving what is finished.
@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from biobench.captions.commands import captions, wiki
 from biobench.challenge.commands import OptionalPath, challenge
 from biobench.errors import BiobenchError
 
@@ -300,6 +301,8 @@ COMMANDS = {
     "download": download,
     "cache": cache,
     "challenge": challenge,
+    "wiki": wiki,
+    "captions": captions,
 }
 
 
