@@ -110,6 +110,9 @@ def read_tar(path: str, counts: SkipCounts) -> Iterator[dict]:
     """Samples of one shard as {'__key__', ext: bytes}; a damaged tar ends its shard (counted), never raises."""
     sample: dict | None = None
     try:
+        with open(path, "rb") as fh:  # a whole tar ends in zero blocks; one cut at a member boundary does not
+            fh.seek(max(0, Path(path).stat().st_size - 1024))
+            cut = bool(fh.read().strip(b"\0"))
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
                 if not member.isfile():
@@ -119,12 +122,16 @@ def read_tar(path: str, counts: SkipCounts) -> Iterator[dict]:
                     continue
                 key, ext = parts
                 data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"member {member.name} is cut short ({len(data)} of {member.size} bytes)")
                 if sample is not None and (sample["__key__"] != key or ext in sample):
                     yield sample
                     sample = None
                 if sample is None:
                     sample = {"__key__": key, "__url__": path}
                 sample[ext] = data
+        if cut:
+            raise tarfile.ReadError("no end-of-archive blocks: the file is cut short")
     except (tarfile.TarError, OSError, EOFError) as err:
         counts.bad_shard += 1
         logger.warning("Shard %s is damaged (%s); skipping the rest of it.", path, err)

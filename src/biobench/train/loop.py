@@ -102,9 +102,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-FEATURES = ("image_tax", "image_caption", "text_names", "text_captions")
-
-
 def train_step(model, ddp, micro, opt, cfg: TrainConfig, device, autocast, rank: int, world: int) -> dict[str, float]:
     """One optimiser step over `micro` (a list of micro-batches); returns the (global-batch) losses."""
     kw = dict(rank=rank, world=world, local_loss=cfg.local_loss, gather_with_grad=cfg.gather_with_grad)
@@ -121,7 +118,7 @@ def train_step(model, ddp, micro, opt, cfg: TrainConfig, device, autocast, rank:
             sync = ddp.no_sync() if world > 1 and j < len(micro) - 1 else contextlib.nullcontext()
             with sync, autocast():
                 out = ddp(*move(b))
-                inputs = {k: torch.cat([out[k] if i == j else c[k] for i, c in enumerate(cached)]) for k in FEATURES}
+                inputs = {k: torch.cat([out[k] if i == j else c[k] for i, c in enumerate(cached)]) for k in model_mod.FEATURE_KEYS}
                 for k in ("scale_tax", "scale_caption"):  # the scales' gradient is counted once, not once per micro-batch
                     inputs[k] = out[k] if j == 0 else out[k].detach()
                 losses = model_mod.dual_loss(inputs, cfg.caption_weight, **kw)

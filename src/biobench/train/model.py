@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 TINY = "biobench-tiny-clip"
+FEATURE_KEYS = ("image_tax", "image_caption", "text_names", "text_captions")
 TINY_CONFIG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
