@@ -186,3 +186,35 @@ def test_ddp_two_cpu_processes_match_one(fx, tmp_path):
     subprocess.run(cmd + ["-m", "biobench.cli", "train", "run", *args], env=env, check=True, timeout=300)
     rows = [json.loads(ln) for ln in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in rows] == pytest.approx(one["losses"], abs=1e-4)
+
+
+def test_local_dir_checkpoint_is_pinned_by_its_files(runs):
+    from biobench.weights import TAG, weights_tag
+
+    tag = weights_tag(f"local-dir:{runs['final']['export']['tax']}")
+    assert tag.startswith(TAG) and tag != weights_tag(f"local-dir:{runs['final']['export']['caption']}")
+
+
+@pytest.mark.slow
+def test_zero_shot_rises_above_untrained(fx, runs, tmp_path):
+    """`biobench run` with method = "zero-shot" on the nabirds fixture (same coloured taxa): trained beats untrained."""
+    import sqlite3
+
+    from biobench import config as config_mod
+    from biobench import runner
+    from biobench.tasks import get_task
+
+    untrained = train(cfg(fx, tmp_path / "untrained", steps=0))["export"]["tax"]
+    get_task("nabirds").fixture(tmp_path / "nabirds", seed=0, shuffle_labels=False)
+    models = "".join(
+        f'[[models]]\norg = "open-clip"\nckpt = "local-dir:{d}"\nmethod = "zero-shot"\n'
+        for d in (runs["final"]["export"]["tax"], untrained)
+    )
+    (tmp_path / "zs.toml").write_text(f'report_to = "{tmp_path / "res"}"\n{models}[data]\nnabirds = "{tmp_path / "nabirds"}"\n')
+    summary = runner.run(config_mod.load(tmp_path / "zs.toml"))
+    assert not summary.failed
+    with sqlite3.connect(tmp_path / "res" / "results.sqlite") as db:
+        cols = [r[1] for r in db.execute("PRAGMA table_info(experiments)")]
+        rows = db.execute("SELECT * FROM experiments").fetchall()
+    score = {r[cols.index("model_ckpt")].split("#")[0]: r[cols.index("score")] for r in rows}
+    assert score[f"local-dir:{runs['final']['export']['tax']}"] > score[f"local-dir:{untrained}"] + 0.3
