@@ -1,4 +1,4 @@
-"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache | challenge | wiki | captions`.
+"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache | challenge | wiki | captions | train`.
 
 Each command is a thin function over the library; errors a user can fix print one clear
 message (no traceback) and exit 1; Ctrl-C exits 130 after saving what is finished.
@@ -176,6 +176,12 @@ def fixture(task: TaskName, dir: Path, seed: int = 0, shuffle_labels: bool = Fal
         shuffle_labels: Permute labels so that no image carries its label's signal (a chance-level control).
         config: A config whose plugins and [tasks.NAME] tables define the task (an example of your table's layout).
     """
+    if task == "tol-shards":  # training data (TreeOfLife-10M shards + captions), not an evaluation task
+        from biobench.train.fixture import make_tol_shards
+
+        fx = make_tol_shards(dir, seed=seed)
+        print(f"Wrote generated TreeOfLife-10M-format shards {fx['shards']} and captions {fx['captions']}")
+        return 0
     from biobench.tasks import get_task
 
     if config is not None:
@@ -291,6 +297,11 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def train(*args, **kwargs) -> int:
+    """BioCAP-style CLIP training: `biobench train run | export | fixture` (see `biobench train --help`)."""
+    raise AssertionError("replaced by _train_command() in main()")
+
+
 COMMANDS = {
     "run": run,
     "report": report,
@@ -303,7 +314,17 @@ COMMANDS = {
     "challenge": challenge,
     "wiki": wiki,
     "captions": captions,
+    "train": train,
 }
+
+
+def _lazy(args: list[str]) -> dict:
+    """COMMANDS, with `train` resolved only when it is the command given (it imports torch and open_clip)."""
+    if args[:1] != ["train"]:
+        return COMMANDS
+    from biobench.train.commands import train as train_command
+
+    return COMMANDS | {"train": train_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         rc = tyro.extras.subcommand_cli_from_dict(
-            COMMANDS,
+            _lazy(args),
             prog="biobench",
             description="Which frozen vision model works best on your biology images, and how sure are we?",
             args=args,

@@ -20,7 +20,12 @@ TAG = "#weights="
 
 
 def local_weight_files(ckpt: str) -> list[Path]:
-    """Files on disk that `ckpt` names: the whole string, or the part after '@' or after the first '/'."""
+    """Files on disk that `ckpt` names: the whole string, or the part after '@' or after the first '/';
+    for open_clip's `local-dir:DIR`, DIR's config and weight files."""
+    if ckpt.startswith("local-dir:"):
+        folder = Path(ckpt.removeprefix("local-dir:")).expanduser()
+        exts = (".json", ".bin", ".pth", ".pt", ".safetensors")
+        return sorted(p.resolve() for p in folder.glob("*") if p.is_file() and p.suffix in exts) if folder.is_dir() else []
     candidates = [ckpt]
     for sep in ("@", "/"):
         if sep in ckpt:

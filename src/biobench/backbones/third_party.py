@@ -4,7 +4,7 @@ Checkpoint strings (the part after `ORG:`):
 
 | org | ckpt | example |
 |---|---|---|
-| `open-clip` | `ARCH/PRETRAINED`, `hf-hub:ORG/REPO`, `ARCH/PATH` or `ARCH@PATH` (local weights) | `ViT-B-16/openai`, `hf-hub:imageomics/bioclip` |
+| `open-clip` | `ARCH/PRETRAINED`, `hf-hub:ORG/REPO`, `local-dir:DIR`, `ARCH/PATH` or `ARCH@PATH` (local weights) | `ViT-B-16/openai`, `hf-hub:imageomics/bioclip` |
 | `timm` | any timm model name, optionally `@PATH` for local weights | `vit_base_patch14_reg4_dinov2.lvd142m` |
 | `torchvision` | `ARCH/WEIGHTS` or `ARCH@PATH` | `resnet50/IMAGENET1K_V2` |
 
@@ -63,6 +63,13 @@ class OpenClip(VisionBackbone):
 
         if ckpt.startswith("hf-hub:"):
             return ckpt, ckpt  # the Hub says whether it exists, when the weights are fetched
+        if ckpt.startswith("local-dir:"):  # a folder with open_clip_config.json + weights (`biobench train` exports these)
+            folder = ckpt.removeprefix("local-dir:")
+            if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+                raise BackboneError(
+                    f"open-clip checkpoint '{ckpt}': {folder} has no open_clip_config.json (an open_clip local-dir checkpoint)."
+                )
+            return ckpt, ckpt
         arch, sep, source = ckpt.partition("@") if "@" in ckpt else ckpt.partition("/")
         if arch not in open_clip.list_models():
             close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
@@ -98,7 +105,7 @@ class OpenClip(VisionBackbone):
         import open_clip
 
         arch, source = self.resolve(ckpt, pretrained)
-        if ckpt.startswith("hf-hub:"):
+        if ckpt.startswith(("hf-hub:", "local-dir:")):
             build = lambda: open_clip.create_model_from_pretrained(ckpt)  # noqa: E731
         else:
 

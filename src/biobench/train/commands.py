@@ -1,0 +1,69 @@
+"""`biobench train run | export | fixture`: thin wrappers over `biobench.train` (imported on demand)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from biobench.train.loop import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainExport:
+    """Export a training checkpoint as open_clip `local-dir:` folders, one per visual projector."""
+
+    checkpoint: Path
+    """A checkpoint written by `biobench train run` (RUN/checkpoints/latest.pt)."""
+    out: Path
+    """Folder to write; gets OUT/tax and/or OUT/caption."""
+    projector: Literal["tax", "caption", "both"] = "both"
+    """Which head becomes the exported model's `visual.proj` (evaluate with open-clip:local-dir:OUT/tax)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainFixture:
+    """Write generated TreeOfLife-10M-format shards and a TreeOfLife-10M-Captions-format table."""
+
+    dir: Path
+    seed: int = 0
+    n_shards: int = 3
+    per_shard: int = 24
+
+
+def export_checkpoint(checkpoint: Path, out: Path, projector: str = "both") -> list[Path]:
+    import torch
+
+    from biobench.train import model as model_mod
+
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model, *_ = model_mod.build(blob["config"]["model"])
+    model.load_state_dict(blob["model"])
+    heads = ("tax", "caption") if projector == "both" else (projector,)
+    return [model_mod.export(model, blob["model_cfg"], Path(out) / p, p) for p in heads]
+
+
+def train(
+    cmd: Annotated[TrainConfig, tyro.conf.subcommand("run")]
+    | Annotated[TrainExport, tyro.conf.subcommand("export")]
+    | Annotated[TrainFixture, tyro.conf.subcommand("fixture")],
+) -> int:
+    """BioCAP-style CLIP training (taxonomic names + captions, two visual projectors); launch under torchrun for DDP."""
+    if isinstance(cmd, TrainFixture):
+        from biobench.train.fixture import make_tol_shards
+
+        fx = make_tol_shards(cmd.dir, seed=cmd.seed, n_shards=cmd.n_shards, per_shard=cmd.per_shard)
+        print(f"Wrote shards {fx['shards']} and captions {fx['captions']}")
+        return 0
+    if isinstance(cmd, TrainExport):
+        for path in export_checkpoint(cmd.checkpoint, cmd.out, cmd.projector):
+            print(f"Exported {path}: evaluate it as open-clip:local-dir:{path}")
+        return 0
+    from biobench.train.loop import train as run_training
+
+    summary = run_training(cmd)
+    print(json.dumps({k: v for k, v in summary.items() if k != "losses"} | {"last_loss": (summary["losses"] or [None])[-1]}))
+    return 0
