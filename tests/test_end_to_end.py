@@ -221,7 +221,7 @@ def test_demo_runs_offline_and_reuses_results(tmp_path):
     assert "0 done, 8 run" in out.stdout
     for model in ("builtin:pixel-stats", "builtin:random-vit"):
         assert model in out.stdout
-    assert (out_dir / "results.sqlite").is_file() and "<table>" in (out_dir / "report.html").read_text()
+    assert (out_dir / "results.sqlite").is_file() and '<table id="leaderboard"' in (out_dir / "report.html").read_text()
     assert len(scores(out_dir / "results.sqlite")) == 8
     again = run_cli("demo", "--out", str(out_dir))
     assert "8 done, 0 run" in again.stdout
