@@ -1,4 +1,4 @@
-"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache | challenge`.
+"""Command line: `biobench run | report | status | tasks | models | demo | fixture | download | cache | challenge`.
 
 Each command is a thin function over the library; errors a user can fix print one clear
 message (no traceback) and exit 1; Ctrl-C exits 130 after saving what is finished.
