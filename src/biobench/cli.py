@@ -1,4 +1,4 @@
-"""Command line: `biobench run | report | tasks | models | demo | fixture | download | cache | challenge | wiki | captions | train`.
+"""Command line: `biobench run | report | status | tasks | models | demo | fixture | download | cache | challenge | wiki | captions | train`.
 
 Each command is a thin function over the library; errors a user can fix print one clear
 message (no traceback) and exit 1; Ctrl-C exits 130 after saving what is finished.
@@ -28,6 +28,8 @@ def run(
     config: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CONFIG.toml")],
     dry_run: bool = False,
     max_usd: Annotated[float | None, tyro.conf.arg(metavar="USD")] = None,
+    executor: Literal["local", "pool", "slurm"] | None = None,
+    detach: bool = False,
 ) -> int:
     """Run every experiment of a config that is not already in its results database.
 
@@ -35,11 +37,16 @@ def run(
         config: The TOML config file (see README: [[models]], [data], n_train, seeds, ...).
         dry_run: Print what would run, and why the rest is skipped (done / no data / no code), then stop.
         max_usd: Stop cleanly once MLLM requests have cost this many US dollars (exit code 3); a rerun resumes.
+        executor: Override the config's executor: local (this process), pool (worker processes), slurm (submitit).
+        detach: With executor slurm: submit the jobs and return; `biobench status` shows them, rerunning collects them.
     """
     from biobench import config as config_mod
     from biobench import runner
 
-    summary = runner.run(config_mod.load(config), dry_run=dry_run, max_usd=max_usd)
+    cfg = config_mod.load(config)
+    if executor is not None:
+        cfg = dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, executor=executor))
+    summary = runner.run(cfg, dry_run=dry_run, max_usd=max_usd, detach=detach)
     if summary.interrupted:
         return 130
     if summary.budget_stopped:
@@ -83,6 +90,33 @@ def report(
     else:
         out.write_text(text if text.endswith("\n") else text + "\n")
         print(f"Wrote {out}", file=sys.stderr)
+    return 0
+
+
+def status(db: Path = Path("results/results.sqlite")) -> int:
+    """Jobs of the pool and slurm executors: queued / running / done / failed, with job ids, errors and log paths.
+
+    Args:
+        db: The results database (REPORT_TO/results.sqlite of a config).
+    """
+    from biobench.executors import status_rows
+    from biobench.store import Store
+
+    with Store(db, readonly=True) as store:
+        rows = status_rows(store)
+        n_stored = len(store.done_keys())
+    if not rows:
+        print(f"No jobs recorded in {db} ({n_stored} experiment(s) stored); jobs appear here with executor = pool or slurm.")
+        return 0
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+        waiting = f", {r['n_waiting']} result(s) to collect (rerun)" if r["n_waiting"] else ""
+        print(f"{r['state']:<8} {r['cluster']:<6} job {r['job_id']:<12} {r['name']}  {r['n_done']}/{len(r['keys'])} stored{waiting}")
+        if r["state"] == "failed":
+            last = (r.get("error") or "").strip().splitlines()
+            print(f"         error: {last[-1] if last else '?'}" + (f"  (log: {r['log_path']})" if r.get("log_path") else ""))
+    print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("queued", "running", "done", "failed")) + f"; {n_stored} experiment(s) stored")
     return 0
 
 
@@ -310,6 +344,7 @@ COMMANDS = {
     "demo": demo,
     "fixture": fixture,
     "download": download,
+    "status": status,
     "cache": cache,
     "challenge": challenge,
     "wiki": wiki,

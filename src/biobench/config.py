@@ -107,6 +107,50 @@ def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
+Executor = Literal["local", "pool", "slurm"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmSettings:
+    """The `[slurm]` table: how `executor = "slurm"` submits its jobs (through submitit; `biobench.executors`)."""
+
+    partition: str | None = None
+    """sbatch --partition; default: the cluster's default partition."""
+    account: str | None = None
+    """sbatch --account."""
+    qos: str | None = None
+    """sbatch --qos."""
+    gpus_per_job: int = 1
+    """GPUs per job (0 for CPU-only jobs)."""
+    cpus_per_job: int = 8
+    """CPUs per job (image decoding and probe fitting)."""
+    mem_gb: int = 32
+    """Memory per job, GB."""
+    time_min: int = 30
+    """Time limit per job, minutes; a job that reaches it is requeued and resumes (see max_requeue)."""
+    constraint: str | None = None
+    """sbatch --constraint, e.g. "a100"."""
+    array_parallelism: int = 64
+    """Jobs of one array running at once (sbatch --array=...%N)."""
+    max_requeue: int = 3
+    """Times a pre-empted or timed-out job is requeued before it counts as failed."""
+    extra: tuple[str, ...] = ()
+    """More sbatch options as "key=value" strings, e.g. ["mail-type=FAIL", "nice=10"]."""
+    folder: Path | None = None
+    """Job scripts, logs and result files; default REPORT_TO/jobs (must be on a filesystem the nodes share)."""
+    cluster: Literal["slurm", "local"] = "slurm"
+    """"local" runs the same submitit jobs as processes on this machine (tests, a machine without Slurm)."""
+    poll_s: float = 5.0
+    """Seconds between checks of job states while waiting."""
+
+    def additional_parameters(self) -> dict[str, str]:
+        out = {}
+        for item in self.extra:
+            key, sep, value = item.partition("=")
+            out[key.strip().lstrip("-").replace("-", "_")] = value.strip() if sep else ""
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Run-wide settings: top-level scalar keys of a config file."""
@@ -134,6 +178,12 @@ class Settings:
     """Modules or .py files to import before running, e.g. to register your own backbones."""
     debug: bool = False
     """Quick, cheap check: MLLM runs send only the first 10 test images of each sub-task (kept apart from full results)."""
+    executor: Executor = "local"
+    """Where cvml and zero-shot jobs run: "local" (this process), "pool" (worker processes here), "slurm" (submitit)."""
+    pool_size: int = 0
+    """Worker processes of executor = "pool": 0 = one per visible GPU (2 on CPU)."""
+    slurm: SlurmSettings = dataclasses.field(default_factory=SlurmSettings)
+    """The `[slurm]` table (executor = "slurm")."""
 
     def resolved_device(self) -> str:
         if self.device is not None:
@@ -270,12 +320,14 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
             raise ConfigError(f"{where.at(key)}: n_train values must be positive, or -1 for all; got {values}.")
         axes[field] = checked
 
-    settings_fields = {f.name: f for f in dataclasses.fields(Settings)}
+    settings_fields = {f.name: f for f in dataclasses.fields(Settings) if f.name != "slurm"}
     hints = typing.get_type_hints(Settings)
-    settings_kwargs = {}
+    settings_kwargs: dict[str, object] = {}
+    if "slurm" in raw:
+        settings_kwargs["slurm"] = _slurm_settings(raw.pop("slurm"), where, base)
     for key, value in raw.items():
         if key not in settings_fields:
-            known = sorted([*settings_fields, *GRID_AXES, "models", "data", "tasks", *known_tasks])
+            known = sorted([*settings_fields, "slurm", *GRID_AXES, "models", "data", "tasks", *known_tasks])
             raise ConfigError(f"{where.at(key)}: unknown key '{key}'{_suggest(key, known)}. Known keys: {', '.join(known)}.")
         if isinstance(value, list) and typing.get_origin(hints[key]) is not tuple:
             raise ConfigError(f"{where.at(key)}: '{key}' is a run-wide setting and cannot be a list (grid axes: n_train, seeds).")
@@ -284,6 +336,8 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     for key in ("batch_size", "n_jobs", "n_bootstrap"):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{where.at(key)}: '{key}' must be at least 1.")
+    if settings.pool_size < 0:
+        raise ConfigError(f"{where.at('pool_size')}: 'pool_size' must be 0 (one worker per visible GPU) or more.")
     if settings.n_workers < 0:
         raise ConfigError(f"{where.at('n_workers')}: 'n_workers' must be 0 or more.")
     if "report_to" not in settings_kwargs:
@@ -297,6 +351,34 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         )
     )
     return Config(experiments, data, task_options, settings, source)
+
+
+def _slurm_settings(table: object, where: _Where, base: Path) -> SlurmSettings:
+    """The `[slurm]` table, each key checked and named in errors as `[slurm] KEY`."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where.at('slurm')}: 'slurm' must be a table, [slurm] (partition, account, gpus_per_job, time_min, ...).")
+    fields = {f.name for f in dataclasses.fields(SlurmSettings)}
+    hints = typing.get_type_hints(SlurmSettings)
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where.at(key, 'slurm')}: unknown key [slurm] {key}{_suggest(key, fields)}. Keys: {', '.join(sorted(fields))}."
+            )
+        kwargs[key] = _coerce(value, hints[key], where.at(key, "slurm"), f"[slurm] {key}", base)
+    out = SlurmSettings(**kwargs)
+    for key in ("cpus_per_job", "mem_gb", "time_min", "array_parallelism"):
+        if getattr(out, key) < 1:
+            raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be at least 1.")
+    for key in ("gpus_per_job", "max_requeue"):
+        if getattr(out, key) < 0:
+            raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be 0 or more.")
+    if out.poll_s <= 0:
+        raise ConfigError(f"{where.at('poll_s', 'slurm')}: '[slurm] poll_s' must be positive.")
+    bad = [e for e in out.extra if "=" not in e]
+    if bad:
+        raise ConfigError(f"{where.at('extra', 'slurm')}: '[slurm] extra' entries must be \"key=value\" sbatch options; got {bad[0]!r}.")
+    return out
 
 
 def declare_tasks(raw: dict, where: _Where, base: Path) -> dict[str, Path | None]:

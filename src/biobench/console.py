@@ -39,6 +39,11 @@ class Summary:
     """Experiments never attempted because the run stopped (the results database became unwritable)."""
     store_error: str | None = None
     """Why the results database could not be written, when that stopped the run."""
+    jobs_submitted: int = 0
+    """Slurm jobs submitted by this run (executor = "slurm")."""
+    jobs_live: int = 0
+    """Slurm jobs queued or running when the launcher stopped waiting (with --detach: all it submitted or found)."""
+    detached: bool = False
 
     def line(self) -> str:
         text = f"{self.done} done, {self.run} run"
@@ -48,6 +53,8 @@ class Summary:
             text += f", {self.not_started} not started"
         if self.skipped:
             text += f", {self.skipped} skipped"
+        if self.detached:
+            text += f", {self.jobs_submitted} job(s) submitted, {self.jobs_live} queued or running (detached: `biobench status` shows them, rerunning collects them)"
         if self.spent_usd:
             text += f", ${self.spent_usd:.4f} spent"
         if self.answers_failed:

@@ -119,6 +119,28 @@ def get_features(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache
 
     logger.info("%s on %s: %d images cached, embedding %d.", backbone.name, images.name, len(images) - len(missing), len(missing))
 
+    checkpoint = _cache_writer(backbone, images, cache, settings, fp, keys, set_fp, decode)
+    timings: dict[str, float] = {}
+    new = extract(backbone, images, missing, settings, checkpoint, timings=timings, path=path)
+    if cached is None:
+        out = np.empty((len(images), new.shape[1]), dtype=np.float32)
+    else:
+        out = np.array(cached, dtype=np.float32)  # copy: the lookup may be a read-only map
+    out[missing] = new
+    return EmbedResult(out, len(images) - len(missing), len(missing), time.perf_counter() - start, set_fp, backbone_fp, decode, timings)
+
+
+def _cache_writer(
+    backbone: VisionBackbone,
+    images: ImageSet,
+    cache: FeatureCache,
+    settings: EmbedSettings,
+    fp: str,
+    keys: np.ndarray,
+    set_fp: str,
+    decode: str = "exact",
+) -> Callable[[np.ndarray, np.ndarray], None]:
+    """`extract`'s checkpoint: each call stores one chunk (atomic); a cache that cannot be written is warned about once."""
     cache_ok = True
 
     def checkpoint(rows: np.ndarray, feats: np.ndarray) -> None:
@@ -144,14 +166,41 @@ def get_features(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache
                 err,
             )
 
-    timings: dict[str, float] = {}
-    new = extract(backbone, images, missing, settings, checkpoint, timings=timings, path=path)
-    if cached is None:
-        out = np.empty((len(images), new.shape[1]), dtype=np.float32)
-    else:
-        out = np.array(cached, dtype=np.float32)  # copy: the lookup may be a read-only map
-    out[missing] = new
-    return EmbedResult(out, len(images) - len(missing), len(missing), time.perf_counter() - start, set_fp, backbone_fp, decode, timings)
+    return checkpoint
+
+
+def shard_rows(n: int, shard: int, n_shards: int) -> np.ndarray:
+    """The rows of an n-image set that shard `shard` of `n_shards` embeds: every n_shards-th, whatever is cached already."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}.")
+    return np.arange(shard, n, n_shards)
+
+
+def embed_shard(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache, settings: EmbedSettings, shard: int, n_shards: int) -> int:
+    """Embed one shard of `images` into the cache (sharded extraction of a large task across workers); returns images embedded.
+
+    Each shard writes its own chunks through `FeatureCache.put` (temporary directory, then rename; checksummed), so a
+    shard killed mid-write leaves no chunk a lookup accepts. The set is complete when every shard's chunks are
+    present: `get_features` then embeds nothing, and otherwise embeds only what a missing shard lacked."""
+    keys = images.keys(settings.key_mode)
+    path = choose_path(backbone, settings)
+    fp = _cache_key(fingerprint(backbone), settings.device, path[0])
+    rows = shard_rows(len(images), shard, n_shards)
+    _, found = cache.lookup(fp, keys[rows])
+    todo = rows[~found]
+    if len(todo):
+        logger.info("%s on %s, shard %d/%d: embedding %d images.", backbone.name, images.name, shard + 1, n_shards, len(todo))
+        writer = _cache_writer(backbone, images, cache, settings, fp, keys, images.fingerprint(keys), path[0])
+        extract(backbone, images, todo, settings, writer, path=path)
+    return len(todo)
+
+
+def missing_shards(backbone: VisionBackbone, images: ImageSet, cache: FeatureCache, settings: EmbedSettings, n_shards: int) -> list[int]:
+    """The shards whose images are not all in the cache (valid chunks only); [] = the feature set is complete."""
+    keys = images.keys(settings.key_mode)
+    fp = _cache_key(fingerprint(backbone), settings.device, choose_path(backbone, settings)[0])
+    _, found = cache.lookup(fp, keys)
+    return [i for i in range(n_shards) if not found[shard_rows(len(images), i, n_shards)].all()]
 
 
 Decode = Literal["exact", "fast"]

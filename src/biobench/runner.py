@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from biobench import executors
 from biobench.backbones import backbone_class, load_vision_backbone
 from biobench.config import Config, Model, Settings
 from biobench.console import Summary, print_plan, print_result
@@ -58,13 +59,16 @@ def check_mllm_models(cfg: Config, *, need_keys: bool, max_usd: float | None = N
             )
 
 
-def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out: TextIO | None = None) -> Summary:
+def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out: TextIO | None = None, detach: bool = False) -> Summary:
     """Run every planned experiment that is not stored yet; returns what happened.
 
     `max_usd` caps what MLLM requests may cost this run: once reached, the run stops
     cleanly (finished experiments stored, the one in progress not, answers kept).
+    `detach` (executor = "slurm"): submit the jobs and return; rerunning collects them.
     """
     out = out or sys.stdout
+    if detach and cfg.settings.executor != "slurm":
+        raise ConfigError(f'--detach needs executor = "slurm" (this run\'s executor is "{cfg.settings.executor}").')
     if max_usd is not None and max_usd < 0:
         raise ConfigError(f"--max-usd must not be negative; got {max_usd}.")
     base = cfg.source.parent.resolve() if cfg.source is not None else Path.cwd()
@@ -90,6 +94,10 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
         print(f"dry run: {n_run} would run, {summary.done} done, {summary.skipped} skipped{bad}", file=out)
         return summary
     with Store(cfg.settings.db_path) as store:
+        if executors.jobs_folder(cfg).is_dir():
+            n = executors.ingest_all(executors.jobs_folder(cfg), store)
+            if n:
+                logger.info("Stored %d result(s) that earlier jobs left in %s.", n, executors.jobs_folder(cfg))
         planned = plan(cfg, store)
         summary.done = sum(p.status == "done" for p in planned)
         planned, examples = read_data(planned, cfg, summary)
@@ -104,7 +112,10 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
         summary.skipped = len(planned) - summary.done - summary.failed - len(todo)
         logger.info("%d to run, %d already done, %d skipped.", len(todo), summary.done, summary.skipped)
         try:
-            _run_all(todo, cfg, store, run_id, summary, max_usd, examples)
+            if cfg.settings.executor == "local":
+                _run_all(todo, cfg, store, run_id, summary, max_usd, examples)
+            else:
+                _run_elsewhere(todo, cfg, store, run_id, summary, max_usd, examples, detach)
         except StoreError as err:  # nothing more can be stored: stop cleanly, count what really happened
             summary.store_error = str(err)
             summary.errors.append(str(err))
@@ -113,6 +124,8 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
         except KeyboardInterrupt:
             summary.interrupted = True
             logger.warning("Interrupted; every finished experiment is stored.")
+            if cfg.settings.executor == "slurm":
+                logger.warning("Submitted jobs keep running: rerun the same command to collect them (`biobench status` shows them).")
         finally:
             with contextlib.suppress(Exception):
                 store.release(run_id)
@@ -179,6 +192,29 @@ def _run_all(
                 break
         backbone = None  # free the model before the next one loads
         _free_accelerator()
+
+
+def _run_elsewhere(
+    todo: list[Planned],
+    cfg: Config,
+    store: Store,
+    run_id: str,
+    summary: Summary,
+    max_usd: float | None,
+    examples: dict[str, Examples],
+    detach: bool,
+) -> None:
+    """executor = "pool" or "slurm": cvml and zero-shot jobs on workers (`biobench.executors`); MLLMs here, after."""
+    mllm = [p for p in todo if p.experiment.model.method == "mllm"]
+    jobs = executors.make_jobs(p for p in todo if p.experiment.model.method != "mllm")
+    if jobs and cfg.settings.executor == "pool":
+        executors.run_pool_jobs(jobs, cfg, store, summary, len(todo))
+    elif jobs:
+        executors.run_slurm_jobs(jobs, cfg, store, summary, len(todo), detach=detach)
+        summary.detached = detach
+    store.heartbeat(run_id)
+    if mllm:
+        _run_all(mllm, cfg, store, run_id, summary, max_usd, examples)
 
 
 def _run_mllm(

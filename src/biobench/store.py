@@ -102,6 +102,18 @@ CREATE TABLE IF NOT EXISTS runs (
     claimed REAL NOT NULL,
     heartbeat REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,             -- biobench.executors.Job.name (its outbox directory)
+    job_id TEXT NOT NULL,              -- Slurm job id (ARRAY_TASK), or the local process id
+    cluster TEXT NOT NULL,             -- slurm / local
+    folder TEXT NOT NULL,              -- submitit folder: job scripts, logs, pickles
+    keys TEXT NOT NULL,                -- JSON list of the ExperimentKeys it runs
+    state TEXT NOT NULL,               -- queued / running / done / failed
+    error TEXT,
+    log_path TEXT,
+    submitted REAL NOT NULL,
+    updated REAL NOT NULL
+);
 """
 
 ADDED_COLUMNS = {"prompting": "TEXT", "cost_usd": "REAL", "n_failed": "INTEGER", "parse_rate": "REAL"}
@@ -370,6 +382,37 @@ class Store:
 
     def n_answers(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM mllm_answers").fetchone()[0]
+
+    # Jobs of the pool and slurm executors (only the launcher writes these, as everything else)
+
+    def put_job(self, name: str, job_id: str, cluster: str, folder: str, keys: Iterable[ExperimentKey], state: str = "queued") -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO jobs (name, job_id, cluster, folder, keys, state, error, log_path, submitted, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                (name, job_id, cluster, folder, json.dumps([dataclasses.astuple(k) for k in keys]), state, now, now),
+            )
+
+    def set_job_state(self, name: str, state: str, error: str | None = None, log_path: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = ?, error = COALESCE(?, error), log_path = COALESCE(?, log_path), updated = ? WHERE name = ?",
+                (state, error, log_path, time.time(), name),
+            )
+
+    def jobs(self) -> list[dict]:
+        """Every job submitted from this database, newest first (empty for a database from before jobs existed)."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
+            return []
+        cur = self.conn.execute("SELECT * FROM jobs ORDER BY submitted DESC, name")
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            d = dict(zip(names, row))
+            d["keys"] = [ExperimentKey(*k) for k in json.loads(d["keys"])]
+            out.append(d)
+        return out
 
     # Claims
 

@@ -1,0 +1,474 @@
+"""Executors: where the grid's cvml and zero-shot jobs run, with one writer and nothing lost.
+
+A job is one (model, task) with all its (n_train, seed) experiments: it loads the backbone
+once, embeds the task's images once (or reads them from the feature cache) and evaluates
+every experiment. Jobs never write the results database: each finished experiment is a
+pickled `Report` written atomically (temporary file, fsync, rename) into the job's outbox,
+`FOLDER/outbox/JOB/`, and the launcher ingests the outbox -- one transaction per
+experiment, then the file is deleted. A report ingested twice (the launcher died between
+its commit and the delete) is skipped by the store, so nothing is stored twice; a job
+killed mid-way leaves its finished experiments in its outbox and nothing else, so the next
+run does only what is missing. Nothing here depends on SQLite locking across machines.
+
+- `pool`: worker processes on this machine (one per visible GPU, each pinned to it, or
+  `pool_size` CPU workers); a worker keeps its last backbone loaded, and jobs are handed
+  out model by model.
+- `slurm`: jobs submitted through submitit as job arrays (one array per resource shape),
+  pre-empted or timed-out jobs requeued by submitit's checkpointing up to
+  `[slurm] max_requeue` times (a requeued job skips the experiments already in its
+  outbox). Job ids live in the store's `jobs` table, so `--detach` can return at once,
+  `biobench status` can show them, and a rerun reattaches to live jobs instead of
+  submitting them again. A failed job's error and log path are shown and stored; the
+  other jobs go on. `[slurm] cluster = "local"` runs the same code path with submitit's
+  local executor (processes on this machine), which is how it is tested.
+
+MLLM models always run in the launcher: their answer cache is the database itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pickle
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from biobench.config import Config, Experiment, Model
+from biobench.store import ExperimentKey, Report, Store
+
+logger = logging.getLogger("biobench.runner")
+
+REPORT_SUFFIX = ".report"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One (model, task) and its experiments: the unit every executor runs."""
+
+    model: Model
+    task: str
+    experiments: tuple[Experiment, ...]
+    keys: tuple[ExperimentKey, ...]
+
+    @property
+    def name(self) -> str:
+        """A stable name: the same work always has the same outbox."""
+        digest = hashlib.sha256("\n".join(sorted(k.to_json() for k in self.keys)).encode()).hexdigest()[:12]
+        slug = "".join(c if c.isalnum() or c in "-." else "-" for c in self.model.name)[:60]
+        return f"{self.task}--{slug}--{digest}"
+
+    def describe(self) -> str:
+        return f"{self.task} with {self.model.name} ({len(self.keys)} experiment(s))"
+
+
+def make_jobs(planned: Iterable) -> list[Job]:
+    """Group `Planned` items (status "run") into jobs, model by model, in plan order."""
+    groups: dict[tuple[Model, str], list] = {}
+    for p in planned:
+        groups.setdefault((p.experiment.model, p.task), []).append(p)
+    jobs = [Job(m, t, tuple(p.experiment for p in ps), tuple(p.key for p in ps)) for (m, t), ps in groups.items()]
+    order = {m: i for i, m in enumerate(dict.fromkeys(j.model for j in jobs))}
+    return sorted(jobs, key=lambda j: order[j.model])
+
+
+# Outboxes: the only way results leave a job
+
+
+def key_file(key: ExperimentKey) -> str:
+    return hashlib.sha256(key.to_json().encode()).hexdigest()[:24] + REPORT_SUFFIX
+
+
+def write_report(outbox: Path, report: Report) -> Path:
+    """Put one finished experiment in `outbox`: all of it or nothing (temporary file, fsync, rename)."""
+    outbox.mkdir(parents=True, exist_ok=True)
+    final = outbox / key_file(report.key)
+    tmp = outbox / f".tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as fd:
+            pickle.dump(report, fd, protocol=pickle.HIGHEST_PROTOCOL)
+            fd.flush()
+            os.fsync(fd.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def ingest(outbox: Path, store: Store, on_stored: Callable[[Report], None] = lambda r: None) -> int:
+    """Store every report in `outbox` (one transaction each), deleting each file once stored. Returns how many were new."""
+    n = 0
+    if not outbox.is_dir():
+        return 0
+    for path in sorted(outbox.glob(f"*{REPORT_SUFFIX}")):
+        try:
+            report = pickle.loads(path.read_bytes())
+        except Exception as err:  # renamed into place whole, so only a damaged disk gets here
+            logger.warning("Result file %s cannot be read (%s); moved aside, its experiment will run again.", path, err)
+            os.replace(path, path.with_suffix(".damaged"))
+            continue
+        if store.write(report):
+            n += 1
+            on_stored(report)
+        path.unlink(missing_ok=True)
+    return n
+
+
+# The worker side
+
+
+_BACKBONE: tuple[Model, object] | None = None
+"""The backbone a worker process has loaded (kept between jobs of the same model)."""
+
+
+def _setup_worker(cfg: Config) -> None:
+    """Make this process know what the launcher knew: plugins and `[tasks.NAME]` tables (by loading the config file again)."""
+    from biobench import config as config_mod
+    from biobench.plugins import load_plugins
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if cfg.source is not None and Path(cfg.source).is_file():
+        config_mod.load(cfg.source)
+    else:
+        load_plugins(cfg.settings.plugins, Path.cwd())
+
+
+def run_job(cfg: Config, job: Job, outbox: Path) -> int:
+    """Run `job` (in a worker), each finished experiment into `outbox`; experiments already there are skipped. Returns how many ran."""
+    global _BACKBONE
+    from biobench.routes import probe_reports, text_reports
+    from biobench.runner import load_model
+
+    _setup_worker(cfg)
+    have = {p.name for p in outbox.glob(f"*{REPORT_SUFFIX}")} if outbox.is_dir() else set()
+    todo = [(e, k) for e, k in zip(job.experiments, job.keys, strict=True) if key_file(k) not in have]
+    if not todo:
+        return 0
+    if _BACKBONE is None or _BACKBONE[0] != job.model:
+        _BACKBONE = None
+        _BACKBONE = (job.model, load_model(job.model, cfg.settings.resolved_device()))
+    reports = text_reports if job.model.method == "zero-shot" else probe_reports
+    n = 0
+    for report in reports(_BACKBONE[1], job.task, [e for e, _ in todo], [k for _, k in todo], cfg):
+        write_report(outbox, report)
+        n += 1
+    return n
+
+
+def _job_entry(cfg: Config, job: Job, outbox: str) -> int:
+    return run_job(cfg, job, Path(outbox))
+
+
+class SubmititJob:
+    """What submitit runs; on pre-emption or time-out it requeues itself (submitit's checkpointing), and the requeued
+    job skips the experiments already in its outbox."""
+
+    def __call__(self, cfg: Config, job: Job, outbox: str) -> int:
+        return run_job(cfg, job, Path(outbox))
+
+    def checkpoint(self, cfg: Config, job: Job, outbox: str):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SubmititJob(), cfg, job, outbox)
+
+
+# The pool
+
+
+def pool_size(cfg: Config) -> tuple[int, list[str]]:
+    """(workers, the GPU each is pinned to, or [] on CPU)."""
+    device = cfg.settings.resolved_device()
+    gpus: list[str] = []
+    if device.startswith("cuda"):
+        import torch
+
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = [g for g in visible.split(",") if g.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    n = cfg.settings.pool_size or (len(gpus) if gpus else 2)
+    return n, gpus
+
+
+def _pool_init(gpu_queue) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_queue.get()
+
+
+def run_pool(
+    jobs: Sequence[Job],
+    cfg: Config,
+    outbox_root: Path,
+    on_done: Callable[[Job, BaseException | None], None],
+    on_progress: Callable[[], None] = lambda: None,
+) -> None:
+    """Run `jobs` on worker processes; `on_done(job, error)` in the launcher as each finishes (after its outbox is final)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    n, gpus = pool_size(cfg)
+    n = max(1, min(n, len(jobs)))
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch threads or CUDA state
+    queue = None
+    if gpus:
+        queue = ctx.Manager().Queue()
+        for i in range(n):
+            queue.put(gpus[i % len(gpus)])
+    logger.info("Pool: %d worker(s)%s for %d job(s).", n, f" on GPUs {', '.join(gpus[:n])}" if gpus else " on CPU", len(jobs))
+    with cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_pool_init, initargs=(queue,)) as pool:
+        futures = {pool.submit(run_job, cfg, job, outbox_root / job.name): job for job in jobs}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = cf.wait(pending, timeout=2.0, return_when=cf.FIRST_COMPLETED)
+                on_progress()
+                for f in done:
+                    on_done(futures[f], f.exception())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+# The launcher side: pool and slurm runs, reattaching, status
+
+
+def jobs_folder(cfg: Config) -> Path:
+    """Where job scripts, logs and outboxes go: `[slurm] folder`, else REPORT_TO/jobs (next to the database)."""
+    return cfg.settings.slurm.folder or cfg.settings.report_to / "jobs"
+
+
+def ingest_all(folder: Path, store: Store, on_stored: Callable[[Report], None] = lambda r: None) -> int:
+    """Store what earlier jobs left in their outboxes (a launcher that was killed or detached)."""
+    root = folder / "outbox"
+    if not root.is_dir():
+        return 0
+    return sum(ingest(d, store, on_stored) for d in sorted(root.iterdir()) if d.is_dir())
+
+
+FINISHED = ("done", "failed")
+
+
+class _Launch:
+    """One launcher's bookkeeping over its jobs: ingest outboxes, count, record states."""
+
+    def __init__(self, cfg: Config, store: Store, summary, n_todo: int):
+        from biobench.console import print_result
+
+        self.cfg, self.store, self.summary, self.n_todo = cfg, store, summary, n_todo
+        self.folder = jobs_folder(cfg)
+        self.outbox = self.folder / "outbox"
+        self._print = print_result
+
+    def stored(self, report: Report) -> None:
+        self.summary.run += 1
+        self.summary.answers_failed += report.n_failed or 0
+        self._print(report, f"[{self.summary.run + self.summary.failed}/{self.n_todo}]")
+
+    def drain(self, name: str) -> None:
+        ingest(self.outbox / name, self.store, self.stored)
+
+    def finish(self, name: str, keys: Sequence[ExperimentKey], what: str, error: str | None, log_path: str | None = None) -> None:
+        """A job ended: ingest its last reports; what it did not store is failed (with its error, stored with the job)."""
+        self.drain(name)
+        missing = [k for k in keys if not self.store.has(k)]
+        if error is None and missing:
+            error = f"the job ended without results for {len(missing)} experiment(s)"
+        if not missing:
+            self.store.set_job_state(name, "done")
+            return
+        self.summary.failed += len(missing)
+        where = f" (log: {log_path})" if log_path else ""
+        last = error.strip().splitlines()[-1] if error.strip() else error
+        self.summary.errors.append(f"{what}: {last}{where}")
+        logger.error("%s failed%s:\n%s", what, where, error.rstrip())
+        self.store.set_job_state(name, "failed", error=error, log_path=log_path)
+
+
+def run_pool_jobs(jobs: Sequence[Job], cfg: Config, store: Store, summary, n_todo: int) -> None:
+    """executor = "pool": run `jobs` on worker processes here, storing reports as they arrive."""
+    import traceback
+
+    launch = _Launch(cfg, store, summary, n_todo)
+    for job in jobs:
+        store.put_job(job.name, str(os.getpid()), "pool", str(launch.folder), job.keys, state="running")
+
+    def on_done(job: Job, err: BaseException | None) -> None:
+        text = None if err is None else "".join(traceback.format_exception(err))
+        launch.finish(job.name, job.keys, job.describe(), text)
+
+    def on_progress() -> None:
+        for job in jobs:
+            launch.drain(job.name)
+
+    run_pool(jobs, cfg, launch.outbox, on_done, on_progress)
+
+
+def _submitit_executor(cfg: Config, folder: Path):
+    import submitit
+
+    s = cfg.settings.slurm
+    logs = folder / "logs" / "%j"
+    if s.cluster == "local":
+        ex = submitit.LocalExecutor(folder=logs, max_num_timeout=s.max_requeue)
+        gpus = s.gpus_per_job if cfg.settings.resolved_device().startswith("cuda") else 0
+        ex.update_parameters(timeout_min=s.time_min, gpus_per_node=gpus, signal_delay_s=min(30, s.time_min * 15))
+        return ex
+    ex = submitit.SlurmExecutor(folder=logs, max_num_timeout=s.max_requeue)
+    params = {
+        "job_name": "biobench",
+        "time": s.time_min,
+        "gpus_per_node": s.gpus_per_job or None,
+        "cpus_per_task": s.cpus_per_job,
+        "mem": f"{s.mem_gb}GB",
+        "partition": s.partition,
+        "account": s.account,
+        "qos": s.qos,
+        "constraint": s.constraint,
+        "array_parallelism": s.array_parallelism,
+        "signal_delay_s": min(90, s.time_min * 15),
+        "additional_parameters": s.additional_parameters() or None,
+    }
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return ex
+
+
+def _handle(cluster: str, folder: str, job_id: str):
+    import submitit
+
+    if cluster == "slurm":
+        return submitit.SlurmJob(folder=folder, job_id=job_id)
+    return submitit.LocalJob(folder=folder, job_id=job_id)
+
+
+def job_state(cluster: str, handle) -> str:
+    """queued / running / ended (then see `job_error`)."""
+    if cluster == "local":
+        return "running" if _pid_running(int(str(handle.job_id).split("_")[0])) else "ended"
+    state = str(handle.state).upper()
+    if state in ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"):
+        return "queued"
+    if state in ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "UNKNOWN", "PREEMPTED"):
+        return "running"  # UNKNOWN: not yet in the accounting; PREEMPTED: about to be requeued
+    return "ended"
+
+
+def job_error(handle) -> str | None:
+    """None when the job returned; else its error (traceback, or why it has no result)."""
+    path = handle.paths.result_pickle
+    try:
+        tag, value = pickle.loads(path.read_bytes())
+    except FileNotFoundError:
+        return f"job {handle.job_id} ended without a result (cancelled, killed, pre-empted too often or out of memory)"
+    except Exception as err:
+        return f"job {handle.job_id}: its result file {path} cannot be read: {err}"
+    return None if tag == "success" else str(value)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def run_slurm_jobs(jobs: Sequence[Job], cfg: Config, store: Store, summary, n_todo: int, *, detach: bool = False) -> None:
+    """executor = "slurm": reattach to this database's live jobs, submit the rest (job arrays), then wait and ingest.
+
+    With `detach`, return once submitted; a rerun ingests and reattaches."""
+    launch = _Launch(cfg, store, summary, n_todo)
+    cluster = cfg.settings.slurm.cluster
+    live: dict[str, tuple[object, str, list[ExperimentKey], str]] = {}  # name -> handle, cluster, keys, last state
+    for row in store.jobs():
+        if row["state"] in FINISHED or row["cluster"] not in ("slurm", "local"):
+            continue
+        handle = _handle(row["cluster"], row["folder"], row["job_id"])
+        if job_state(row["cluster"], handle) == "ended":  # ended while no launcher watched: collect it; what it lacks is resubmitted
+            launch.drain(row["name"])
+            error = job_error(handle)
+            missing = [k for k in row["keys"] if not store.has(k)]
+            if error is None and missing:
+                error = f"the job ended without results for {len(missing)} experiment(s)"
+            log = None if error is None else str(handle.paths.stderr)
+            store.set_job_state(row["name"], "failed" if missing else "done", error=error if missing else None, log_path=log)
+            if missing:
+                logger.warning("Job %s ended unfinished (%s; log: %s); its %d missing experiment(s) are submitted again.",
+                               row["job_id"], (error or "").strip().splitlines()[-1:], log, len(missing))  # fmt: skip
+            continue
+        live[row["name"]] = (handle, row["cluster"], row["keys"], row["state"])
+    covered = {k for _, _, keys, _ in live.values() for k in keys}
+    new = [j for j in jobs if not set(j.keys) <= covered and j.name not in live]
+    if live:
+        logger.info("Reattached to %d job(s) still queued or running.", len(live))
+    if new:
+        ex = _submitit_executor(cfg, launch.folder)
+        folder = str(launch.folder / "logs" / "%j")
+        handles = ex.map_array(SubmititJob(), [cfg] * len(new), new, [str(launch.outbox / j.name) for j in new])
+        for job, handle in zip(new, handles, strict=True):
+            store.put_job(job.name, str(handle.job_id), cluster, folder, job.keys)
+            live[job.name] = (handle, cluster, list(job.keys), "queued")
+            logger.info("Submitted job %s: %s", handle.job_id, job.describe())
+    summary.jobs_submitted += len(new)
+    summary.jobs_live = len(live)
+    if detach:
+        return
+    names = {j.name: j for j in jobs}
+    while live:
+        for name in list(live):
+            handle, kind, keys, last = live[name]
+            launch.drain(name)
+            state = job_state(kind, handle)
+            if state != "ended":
+                if state != last:
+                    logger.info("Job %s (%s): %s", handle.job_id, name, state)
+                    store.set_job_state(name, state)
+                    live[name] = (handle, kind, keys, state)
+                continue
+            error = job_error(handle)
+            logger.info("Job %s (%s): %s", handle.job_id, name, "done" if error is None else "failed")
+            what = names[name].describe() if name in names else f"job {handle.job_id}"
+            launch.finish(name, keys, what, error, None if error is None else str(handle.paths.stderr))
+            del live[name]
+        if live:
+            time.sleep(cfg.settings.slurm.poll_s)
+
+
+def status_rows(store: Store) -> list[dict]:
+    """Every job of the database with its current state (asked of Slurm, or of the process table), nothing written."""
+    out = []
+    done = store.done_keys()
+    for row in store.jobs():
+        state = row["state"]
+        if state not in FINISHED and row["cluster"] in ("slurm", "local"):
+            handle = _handle(row["cluster"], row["folder"], row["job_id"])
+            now = job_state(row["cluster"], handle)
+            if now == "ended":
+                error = job_error(handle)
+                state = "done" if error is None else "failed"
+                if error is not None:
+                    row = {**row, "error": error, "log_path": str(handle.paths.stderr)}
+            else:
+                state = now
+        elif state not in FINISHED:  # a pool run's jobs live as long as their launcher
+            from biobench.store import _pid_alive
+
+            state = state if _pid_alive(int(row["job_id"])) else "failed"
+        outbox = (
+            Path(row["folder"]).parent.parent / "outbox" / row["name"]
+            if "%j" in row["folder"]
+            else Path(row["folder"]) / "outbox" / row["name"]
+        )
+        waiting = len(list(outbox.glob(f"*{REPORT_SUFFIX}"))) if outbox.is_dir() else 0
+        n_done = sum(k in done for k in row["keys"])
+        out.append({**row, "state": state, "n_done": n_done, "n_waiting": waiting})
+    return out

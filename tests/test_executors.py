@@ -1,0 +1,172 @@
+"""Executors: pool and slurm-shaped (submitit's local executor) runs store what a local run stores, once each.
+
+Jobs never write the database: they leave pickled reports in their outboxes and the
+launcher ingests them. Killing a job mid-way loses only that job's unfinished experiments,
+and the rerun runs exactly those.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from biobench import config, runner
+from biobench.errors import ConfigError
+from biobench.store import Store
+from tests.conftest import run_cli
+
+PLUGINS = [Path(__file__).with_name("plugin_backbones.py"), Path(__file__).with_name("plugin_gated.py")]
+
+
+@pytest.fixture(scope="module")
+def plankton_dir(tmp_path_factory) -> Path:
+    from biobench.tasks import get_task
+
+    d = tmp_path_factory.mktemp("plankton")
+    get_task("plankton").fixture(d, seed=0)
+    return d
+
+
+def grid_config(config_file, newt_dir, plankton_dir, *, extra: str = "", models=("builtin:pixel-stats", "counting:v1"), name="c.toml"):
+    tables = "\n".join(f'[[models]]\norg = "{m.split(":")[0]}"\nckpt = "{m.split(":")[1]}"\n' for m in models)
+    plugins = ", ".join(f'"{p}"' for p in PLUGINS)
+    return config_file(
+        f"""
+device = "cpu"
+n_workers = 0
+n_jobs = 1
+n_bootstrap = 50
+n_train = [4, 8]
+plugins = [{plugins}]
+{extra}
+
+{tables}
+
+[data]
+newt = "{newt_dir}"
+plankton = "{plankton_dir}"
+""",
+        name=name,
+    )
+
+
+def stored_scores(db: Path) -> dict[tuple, float]:
+    with Store(db, readonly=True) as store:
+        return {(r["task"], r["model_org"], r["model_ckpt"], r["n_train"], r["seed"]): r["score"] for r in store.rows()}
+
+
+def check_db(db: Path, n: int) -> None:
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == n
+    # No experiment twice, and every prediction belongs to a stored experiment.
+    assert (
+        conn.execute("SELECT COUNT(*) FROM (SELECT DISTINCT task, model_org, model_ckpt, n_train, seed FROM experiments)").fetchone()[0]
+        == n
+    )
+    assert conn.execute("SELECT COUNT(*) FROM predictions WHERE experiment_id NOT IN (SELECT id FROM experiments)").fetchone()[0] == 0
+    conn.close()
+
+
+def test_executor_settings_are_checked_with_their_keys(config_file, newt_dir, plankton_dir):
+    cfg = config.load(
+        grid_config(
+            config_file,
+            newt_dir,
+            plankton_dir,
+            extra='executor = "slurm"\n[slurm]\npartition = "gpu"\ntime_min = 90\nextra = ["mail-type=FAIL"]',
+        )
+    )
+    assert cfg.settings.executor == "slurm" and cfg.settings.slurm.partition == "gpu" and cfg.settings.slurm.time_min == 90
+    assert cfg.settings.slurm.additional_parameters() == {"mail_type": "FAIL"}
+    with pytest.raises(ConfigError, match=r"executor.*'local', 'pool', 'slurm'"):
+        config.load(grid_config(config_file, newt_dir, plankton_dir, extra='executor = "cluster"'))
+    with pytest.raises(ConfigError, match=r"c.toml:\d+: unknown key \[slurm\] partiton \(did you mean 'partition'\?\)"):
+        config.load(grid_config(config_file, newt_dir, plankton_dir, extra='[slurm]\npartiton = "gpu"'))
+    with pytest.raises(ConfigError, match=r"\[slurm\] time_min' must be at least 1"):
+        config.load(grid_config(config_file, newt_dir, plankton_dir, extra="[slurm]\ntime_min = 0"))
+    with pytest.raises(ConfigError, match=r"\[slurm\] extra.*key=value"):
+        config.load(grid_config(config_file, newt_dir, plankton_dir, extra='[slurm]\nextra = ["nice"]'))
+    with pytest.raises(ConfigError, match="--detach needs executor"):
+        runner.run(config.load(grid_config(config_file, newt_dir, plankton_dir)), detach=True)
+
+
+def test_pool_with_two_cpu_workers_stores_the_scores_of_a_local_run(config_file, newt_dir, plankton_dir, tmp_path):
+    local = config.load(grid_config(config_file, newt_dir, plankton_dir, extra='report_to = "local"', name="local.toml"))
+    pool = config.load(
+        grid_config(config_file, newt_dir, plankton_dir, extra='report_to = "pool"\nexecutor = "pool"\npool_size = 2', name="pool.toml")
+    )
+    a = runner.run(local)
+    b = runner.run(pool)
+    assert a.run == b.run == 8 and not b.failed, b.errors
+    assert stored_scores(tmp_path / "pool" / "results.sqlite") == stored_scores(tmp_path / "local" / "results.sqlite")
+    check_db(tmp_path / "pool" / "results.sqlite", 8)
+    assert not list((tmp_path / "pool" / "jobs" / "outbox").rglob("*.report"))  # every result ingested
+    assert runner.run(pool).run == 0  # a rerun is a no-op
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    for child in _children(pid):
+        kill_tree(child)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find a job's processes")
+def test_slurm_path_kill_a_job_mid_run_and_the_rerun_does_only_what_is_missing(config_file, newt_dir, plankton_dir, tmp_path, monkeypatch):
+    gate = tmp_path / "gate"
+    gate.touch()
+    monkeypatch.setenv("BIOBENCH_TEST_GATE", str(gate))
+    extra = 'executor = "slurm"\n[slurm]\ncluster = "local"\npoll_s = 0.3\ntime_min = 5'
+    cfg = config.load(grid_config(config_file, newt_dir, plankton_dir, extra=extra, models=("builtin:pixel-stats", "gated:v1")))
+    db = cfg.settings.db_path
+
+    first = runner.run(cfg, detach=True)  # 2 models x 2 tasks: 4 jobs of 2 experiments each, submitted at once
+    assert first.detached and first.jobs_submitted == 4 and first.run == 0
+    with Store(db, readonly=True) as store:
+        jobs = store.jobs()
+    assert len(jobs) == 4 and all(j["state"] == "queued" and j["cluster"] == "local" for j in jobs)
+    gated = [j for j in jobs if "gated" in j["name"]]
+    victim = next(j for j in gated if j["name"].startswith("newt"))
+    # Wait for the victim to be held at the gate (its job process running), then kill it and everything under it.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _children(int(victim["job_id"])):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    kill_tree(int(victim["job_id"]))
+    gate.unlink()  # the other gated job goes on
+
+    out = run_cli("status", "--db", str(db), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert victim["job_id"] in out.stdout and "failed" in out.stdout
+
+    second = runner.run(cfg)  # reattaches to the 3 live jobs, resubmits the killed one's experiments
+    assert not second.failed, second.errors
+    assert second.jobs_submitted == 1
+    assert second.run == 8  # nothing was stored before: 3 jobs' results collected, the killed job's 2 run again
+    check_db(db, 8)
+    with Store(db, readonly=True) as store:
+        states = {j["name"]: j for j in store.jobs()}
+    assert states[victim["name"]]["state"] in ("failed", "done")
+    assert runner.run(cfg).run == 0
+    check_db(db, 8)
