@@ -71,7 +71,7 @@ def evaluate(
     if model.method == "mllm":
         report = _evaluate_mllm(model, task, planned, cfg, db, examples)
     else:
-        from biobench.runner import load_model
+        from biobench.routes import load_model
 
         device = cfg.settings.resolved_device()
         backbone = load_model(model, device) if backbone is None else backbone.to(device)

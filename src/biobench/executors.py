@@ -141,8 +141,7 @@ def _setup_worker(cfg: Config) -> None:
 def run_job(cfg: Config, job: Job, outbox: Path) -> int:
     """Run `job` (in a worker), each finished experiment into `outbox`; experiments already there are skipped. Returns how many ran."""
     global _BACKBONE
-    from biobench.routes import probe_reports, text_reports
-    from biobench.runner import load_model
+    from biobench.routes import load_model, probe_reports, text_reports
 
     _setup_worker(cfg)
     have = {p.name for p in outbox.glob(f"*{REPORT_SUFFIX}")} if outbox.is_dir() else set()

@@ -22,25 +22,20 @@ from pathlib import Path
 from typing import TextIO
 
 from biobench import executors
-from biobench.backbones import backbone_class, load_vision_backbone
+from biobench.backbones import backbone_class
 from biobench.config import Config, Model, Settings
 from biobench.console import Summary, print_plan, print_result
 from biobench.errors import BiobenchError, ConfigError
 from biobench.examples import Examples
 from biobench.plan import Planned, plan
 from biobench.plugins import load_plugins
-from biobench.routes import mllm_reports, probe_reports, text_reports
+from biobench.routes import load_model, mllm_reports, probe_reports, text_reports
 from biobench.store import Report, Store, StoreError
 from biobench.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Planned", "Summary", "plan", "run"]
-
-
-def load_model(model: Model, device: str):
-    """The backbone of a cvml or zero-shot `model`, on `device`."""
-    return load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
 
 
 def check_mllm_models(cfg: Config, *, need_keys: bool, max_usd: float | None = None) -> None:

@@ -25,6 +25,13 @@ from biobench.store import ExperimentKey, Report
 from biobench.tasks import get_task
 
 
+def load_model(model, device: str):
+    """The backbone of a cvml or zero-shot `model` (a `config.Model`), on `device`."""
+    from biobench.backbones import load_vision_backbone
+
+    return load_vision_backbone(model.org, model.ckpt, pretrained=model.pretrained).to(device)
+
+
 def context(cfg: Config, key: ExperimentKey, device: str) -> EvalContext:
     """The experiment's context (n_train from its key: a task that ignores n_train is keyed at -1)."""
     s = cfg.settings
