@@ -66,36 +66,12 @@ def probe_reports(
     """Embed the task's images once with `backbone`, then one Report per experiment as each is ready.
 
     `examples`: the task's data when the caller has read it already (to check it before loading a model)."""
-    from biobench.cache import FeatureCache
-    from biobench.embed import EmbedSettings, get_features
     from biobench.routes import probe
 
-    s = cfg.settings
-    device = s.resolved_device()
-    spec = get_task(task_name)
-    options = cfg.task_options_for(task_name)
-    examples = spec.read(options) if examples is None else examples
-    emb = get_features(
-        backbone,
-        examples.images,
-        FeatureCache(s.resolved_cache_dir()),
-        EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys, decode=s.decode),
-    )
-    data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
-    seconds_embed = emb.seconds
-    embedding = embedding_info(emb)
-    for exp, key in zip(experiments, keys, strict=True):
-        result = probe.evaluate(spec, options, examples, emb.features, context(cfg, key, device))
-        yield Report(
-            key,
-            result,
-            config=run_config(exp, options, {**dataclasses.asdict(s), "device": device}, embedding=embedding),
-            provenance=provenance.provenance(device),
-            data_fingerprint=data_fp,
-            backbone_fingerprint=emb.backbone_fingerprint,
-            seconds_embed=seconds_embed,
-        )
-        seconds_embed = 0.0  # later experiments reuse the features in memory
+    def evaluate(spec, options, examples, features, ctx, cache):
+        return probe.evaluate(spec, options, examples, features, ctx), {}
+
+    yield from _embedded_reports(backbone, task_name, experiments, keys, cfg, examples, evaluate)
 
 
 def text_reports(
@@ -107,10 +83,28 @@ def text_reports(
     examples: Examples | None = None,
 ) -> Iterator[Report]:
     """The text route: embed the task's images once (cache first), its texts as asked (cache first), one Report per experiment."""
-    from biobench.cache import FeatureCache
-    from biobench.embed import EmbedSettings, get_features
     from biobench.routes import text
     from biobench.text_embed import get_text_features
+
+    counts = {"n_cached": 0, "n_embedded": 0}
+
+    def evaluate(spec, options, examples, features, ctx, cache):
+        def encode(texts):
+            out = get_text_features(backbone, list(texts), cache, device=ctx.device, dataset=task_name)
+            counts["n_cached"] += out.n_cached
+            counts["n_embedded"] += out.n_encoded
+            return out.features
+
+        return text.evaluate(spec, options, examples, features, encode, ctx), {"texts": dict(counts)}
+
+    yield from _embedded_reports(backbone, task_name, experiments, keys, cfg, examples, evaluate)
+
+
+def _embedded_reports(backbone, task_name, experiments, keys, cfg: Config, examples: Examples | None, evaluate) -> Iterator[Report]:
+    """What the feature routes share: read (unless given), embed the images once (cache first), then per
+    experiment `evaluate(spec, options, examples, features, ctx, cache) -> (TaskReport, extra embedding info)`."""
+    from biobench.cache import FeatureCache
+    from biobench.embed import EmbedSettings, get_features
 
     s = cfg.settings
     device = s.resolved_device()
@@ -120,28 +114,19 @@ def text_reports(
     cache = FeatureCache(s.resolved_cache_dir())
     emb = get_features(backbone, examples.images, cache, EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys, decode=s.decode))
     data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
-    counts = {"n_cached": 0, "n_embedded": 0}
-
-    def encode(texts):
-        out = get_text_features(backbone, list(texts), cache, device=device, dataset=task_name)
-        counts["n_cached"] += out.n_cached
-        counts["n_embedded"] += out.n_encoded
-        return out.features
-
     seconds_embed = emb.seconds
     for exp, key in zip(experiments, keys, strict=True):
-        result = text.evaluate(spec, options, examples, emb.features, encode, context(cfg, key, device))
-        embedding = {**embedding_info(emb), "texts": dict(counts)}
+        result, extra = evaluate(spec, options, examples, emb.features, context(cfg, key, device), cache)
         yield Report(
             key,
             result,
-            config=run_config(exp, options, {**dataclasses.asdict(s), "device": device}, embedding=embedding),
+            config=run_config(exp, options, {**dataclasses.asdict(s), "device": device}, embedding={**embedding_info(emb), **extra}),
             provenance=provenance.provenance(device),
             data_fingerprint=data_fp,
             backbone_fingerprint=emb.backbone_fingerprint,
             seconds_embed=seconds_embed,
         )
-        seconds_embed = 0.0
+        seconds_embed = 0.0  # later experiments reuse the features in memory
 
 
 def mllm_reports(
