@@ -10,6 +10,21 @@ from typing import Annotated, Literal
 import tyro
 
 from biobench.train.loop import TrainConfig
+from biobench.train.slurm import SlurmLaunch
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSbatch:
+    """Write (and optionally submit) an sbatch script that runs `biobench train run` on Slurm nodes under torchrun."""
+
+    train: TrainConfig
+    """The training run (the flags of `biobench train run`); the script always adds --resume, so requeued jobs continue."""
+    sbatch_out: Path
+    """Where to write the script."""
+    slurm: SlurmLaunch = SlurmLaunch()
+    """Nodes, GPUs per node, time limit, partition... (`--nodes 4 --gpus-per-node 8`)."""
+    submit: bool = False
+    """Also run `sbatch SBATCH_OUT` and print the job id."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +64,8 @@ def export_checkpoint(checkpoint: Path, out: Path, projector: str = "both") -> l
 def train(
     cmd: Annotated[TrainConfig, tyro.conf.subcommand("run")]
     | Annotated[TrainExport, tyro.conf.subcommand("export")]
-    | Annotated[TrainFixture, tyro.conf.subcommand("fixture")],
+    | Annotated[TrainFixture, tyro.conf.subcommand("fixture")]
+    | Annotated[TrainSbatch, tyro.conf.subcommand("sbatch")],
 ) -> int:
     """BioCAP-style CLIP training (taxonomic names + captions, two visual projectors); launch under torchrun for DDP."""
     if isinstance(cmd, TrainFixture):
@@ -57,6 +73,23 @@ def train(
 
         fx = make_tol_shards(cmd.dir, seed=cmd.seed, n_shards=cmd.n_shards, per_shard=cmd.per_shard)
         print(f"Wrote shards {fx['shards']} and captions {fx['captions']}")
+        return 0
+    if isinstance(cmd, TrainSbatch):
+        from biobench import atomic
+        from biobench.train.slurm import sbatch_script
+
+        (Path(cmd.train.out) / "slurm").mkdir(parents=True, exist_ok=True)  # sbatch does not create its log folder
+        atomic.write_text(Path(cmd.sbatch_out), sbatch_script(cmd.train, cmd.slurm))
+        Path(cmd.sbatch_out).chmod(0o755)
+        print(f"Wrote {cmd.sbatch_out} ({cmd.slurm.nodes} node(s) x {cmd.slurm.gpus_per_node} GPU(s))")
+        if cmd.submit:
+            import subprocess
+
+            done = subprocess.run(["sbatch", "--parsable", str(cmd.sbatch_out)], capture_output=True, text=True)
+            if done.returncode:
+                print(f"sbatch {cmd.sbatch_out} failed: {done.stderr.strip()}")
+                return done.returncode
+            print(f"Submitted job {done.stdout.strip()}")
         return 0
     if isinstance(cmd, TrainExport):
         for path in export_checkpoint(cmd.checkpoint, cmd.out, cmd.projector):

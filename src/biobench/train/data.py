@@ -204,23 +204,24 @@ class StreamConfig:
     as one process); 'shards': rank r reads shards r, r+W, ... (scales; batches differ from one process)."""
 
 
-def stream(cfg: StreamConfig, captions: dict[str, str], epoch: int, counts: SkipCounts, rank: int = 0, world: int = 1) -> Iterator[Sample]:
-    """Valid samples of one epoch, in the epoch's seeded order."""
+def raw_stream(cfg: StreamConfig, epoch: int, counts: SkipCounts, rank: int = 0, world: int = 1) -> Iterator[dict]:
+    """Raw samples of one epoch in the epoch's seeded order (shard shuffle, then a shuffle buffer); nothing decoded."""
     order = list(cfg.shards)
     random.Random(f"{cfg.seed}:{epoch}:shards").shuffle(order)
     if cfg.split == "shards" and world > 1:
         order = order[rank::world]
         if not order:
             raise DataError(f"{len(cfg.shards)} shard(s) cannot feed {world} ranks with split='shards'; use split='samples'.")
+    raws = (raw for path in order for raw in read_tar(path, counts))
+    yield from _shuffle(raws, cfg.shuffle_buffer, random.Random(f"{cfg.seed}:{epoch}:samples"))
 
-    def valid() -> Iterator[Sample]:
-        for path in order:
-            for raw in read_tar(path, counts):
-                s = validate(raw, captions, cfg.forms, counts)
-                if s is not None:
-                    yield s
 
-    yield from _shuffle(valid(), cfg.shuffle_buffer, random.Random(f"{cfg.seed}:{epoch}:samples"))
+def stream(cfg: StreamConfig, captions: dict[str, str], epoch: int, counts: SkipCounts, rank: int = 0, world: int = 1) -> Iterator[Sample]:
+    """Valid samples of one epoch, in the epoch's seeded order (validated after the shuffle)."""
+    for raw in raw_stream(cfg, epoch, counts, rank, world):
+        s = validate(raw, captions, cfg.forms, counts)
+        if s is not None:
+            yield s
 
 
 def choose_name(sample: Sample, seed: int, epoch: int) -> str:
@@ -245,6 +246,123 @@ class Batch:
     keys: tuple[str, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One sample as a DataLoader worker hands it over: transformed image and tokenised texts."""
+
+    key: str
+    image: torch.Tensor
+    name: torch.Tensor
+    caption: torch.Tensor
+
+
+SKIP_REASONS = ("no_image", "corrupt_image", "no_names", "missing_caption")
+
+
+def prepared_items(
+    cfg: StreamConfig,
+    captions: dict[str, str],
+    epoch: int,
+    *,
+    transform: Callable,
+    tokenizer: Callable,
+    rank: int = 0,
+    world: int = 1,
+    worker: int = 0,
+    n_workers: int = 1,
+) -> Iterator[tuple]:
+    """What worker `worker` of `n_workers` does: the epoch's raw positions p with p % n_workers == worker, validated,
+    transformed and tokenised.
+
+    Every worker reads the whole raw stream (tar bytes: cheap) so that all agree on positions; only its own positions
+    are decoded. Yields ('ok', Prepared, bad_shards) or ('skip', reason, bad_shards) per own position, then
+    ('end', None, bad_shards); bad_shards is the worker's running count of damaged shards."""
+    counts = SkipCounts()
+    for p, raw in enumerate(raw_stream(cfg, epoch, counts, rank, world)):
+        if p % n_workers != worker:
+            continue
+        before = dataclasses.replace(counts)
+        s = validate(raw, captions, cfg.forms, counts)
+        if s is None:
+            yield ("skip", next(r for r in SKIP_REASONS if getattr(counts, r) != getattr(before, r)), counts.bad_shard)
+            continue
+        image = seeded_transform(transform, s.image, cfg.seed, epoch, s.key)
+        name = tokenizer([choose_name(s, cfg.seed, epoch)])[0]
+        yield ("ok", Prepared(s.key, image, name, tokenizer([s.caption])[0]), counts.bad_shard)
+    yield ("end", None, counts.bad_shard)
+
+
+class EpochDataset(torch.utils.data.IterableDataset):
+    """One epoch's positions, split across DataLoader workers round-robin (`prepared_items`)."""
+
+    def __init__(
+        self, cfg: StreamConfig, captions: dict[str, str], epoch: int, transform: Callable, tokenizer: Callable, rank: int, world: int
+    ):
+        super().__init__()
+        self.args = (cfg, captions, epoch)
+        self.kw = dict(transform=transform, tokenizer=tokenizer, rank=rank, world=world)
+
+    def __iter__(self) -> Iterator[tuple]:
+        info = torch.utils.data.get_worker_info()
+        worker, n = (0, 1) if info is None else (info.id, info.num_workers)
+        return prepared_items(*self.args, **self.kw, worker=worker, n_workers=n)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _as_is(item):
+    return item
+
+
+def entries(
+    cfg: StreamConfig,
+    captions: dict[str, str],
+    epoch: int,
+    counts: SkipCounts,
+    *,
+    transform: Callable,
+    tokenizer: Callable,
+    rank: int = 0,
+    world: int = 1,
+    num_workers: int = 0,
+) -> Iterator[Sample | Prepared]:
+    """The epoch's valid samples in order: `Sample`s from this process (0 workers) or `Prepared` ones from
+    `num_workers` DataLoader workers. Both give the same samples in the same order, whatever `num_workers` is:
+    position p is decoded by worker p % num_workers, and the DataLoader's in-order round-robin over workers hands
+    the positions back as 0, 1, 2, ... (worker w's k-th item is position k * num_workers + w)."""
+    if num_workers == 0:
+        yield from stream(cfg, captions, epoch, counts, rank, world)
+        return
+    import multiprocessing
+
+    ds = EpochDataset(cfg, captions, epoch, transform, tokenizer, rank, world)
+    ctx = "fork" if "fork" in multiprocessing.get_all_start_methods() else None  # fork: the captions table is not pickled
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=num_workers, collate_fn=_as_is, worker_init_fn=_worker_init, multiprocessing_context=ctx
+    )
+    base, bad = counts.bad_shard, 0
+    for kind, payload, b in loader:
+        bad = max(bad, b)
+        counts.bad_shard = base + bad  # every worker reads every shard; each counts the same damaged ones
+        if kind == "ok":
+            counts.kept += 1
+            yield payload
+        elif kind == "skip":
+            setattr(counts, payload, getattr(counts, payload) + 1)
+
+
+def _batch(mine: list, cfg: StreamConfig, epoch: int, transform: Callable, tokenizer: Callable) -> Batch:
+    keys = tuple(x.key for x in mine)
+    if isinstance(mine[0], Prepared):
+        return Batch(
+            torch.stack([x.image for x in mine]), torch.stack([x.name for x in mine]), torch.stack([x.caption for x in mine]), keys
+        )
+    images = torch.stack([seeded_transform(transform, x.image, cfg.seed, epoch, x.key) for x in mine])
+    return Batch(images, tokenizer([choose_name(x, cfg.seed, epoch) for x in mine]), tokenizer([x.caption for x in mine]), keys)
+
+
 def steps(
     cfg: StreamConfig,
     captions: dict[str, str],
@@ -258,28 +376,24 @@ def steps(
     rank: int = 0,
     world: int = 1,
     start: int = 0,
+    num_workers: int = 0,
 ) -> Iterator[list[Batch]]:
     """Optimiser steps of one epoch, each a list of `accum` micro-batches of this rank; skips the first `start` steps.
 
-    A final partial step is dropped, as open_clip drops partial training batches.
-    """
+    A final partial step is dropped, as open_clip drops partial training batches. The steps do not depend on
+    `num_workers` (see `entries`); with workers the skipped steps are decoded and transformed too (replay)."""
     group = per_device * (world if cfg.split == "samples" else 1)
     lo = rank * per_device if cfg.split == "samples" else 0
-    pending: list[Sample] = []
+    pending: list = []
     step_idx = 0
     micro: list[Batch] = []
-    for s in stream(cfg, captions, epoch, counts, rank, world):
+    kw = dict(transform=transform, tokenizer=tokenizer, rank=rank, world=world, num_workers=num_workers)
+    for s in entries(cfg, captions, epoch, counts, **kw):
         pending.append(s)
         if len(pending) < group:
             continue
         mine, pending = pending[lo : lo + per_device], []
-        if step_idx >= start:
-            images = torch.stack([seeded_transform(transform, x.image, cfg.seed, epoch, x.key) for x in mine])
-            names = tokenizer([choose_name(x, cfg.seed, epoch) for x in mine])
-            caps = tokenizer([x.caption for x in mine])
-            micro.append(Batch(images, names, caps, tuple(x.key for x in mine)))
-        else:
-            micro.append(None)  # type: ignore[arg-type]
+        micro.append(_batch(mine, cfg, epoch, transform, tokenizer) if step_idx >= start else None)  # type: ignore[arg-type]
         if len(micro) == accum:
             if step_idx >= start:
                 yield micro

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -24,7 +23,9 @@ import torch
 
 from biobench.errors import DataError
 from biobench.train import data as data_mod
+from biobench.train import evaluate as evaluate_mod
 from biobench.train import model as model_mod
+from biobench.train import sinks
 
 logger = logging.getLogger("biobench.train")
 
@@ -77,6 +78,24 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     """torch CPU threads per process (1 avoids oversubscription when several processes share few cores)."""
+    num_workers: int = 0
+    """DataLoader worker processes decoding and augmenting samples (0 = in the training process). The batches do
+    not depend on it: position p of an epoch's stream is decoded by worker p mod num_workers, and the workers'
+    outputs are taken back in position order, so resume, DDP and any worker count see the same steps."""
+    eval_every: int = 0
+    """Evaluate the model on `eval_tasks` every this many steps and after the last (0 = never); rank 0 only."""
+    eval_tasks: tuple[str, ...] = ()
+    """biobench text-route tasks (zero-shot / retrieval) as TASK=DATA_DIR, e.g. nabirds=/data/nabirds."""
+    eval_projector: Literal["tax", "caption"] = "tax"
+    """The visual projector whose features the evaluation uses."""
+    eval_bootstrap: int = 200
+    """Bootstrap resamples for the evaluation scores' intervals."""
+    tensorboard: bool = True
+    """Write TensorBoard event files to OUT/tensorboard/ when the `tensorboard` package is installed."""
+    wandb_project: str | None = None
+    """Log to Weights & Biases under this project (needs `pip install wandb`; not a biobench dependency)."""
+    wandb_mode: Literal["offline", "online"] = "offline"
+    """W&B mode: 'offline' writes OUT/wandb/ for a later `wandb sync`."""
 
 
 def _dist() -> tuple[int, int, int]:
@@ -183,7 +202,6 @@ def train(cfg: TrainConfig) -> dict:
 
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "latest.pt"
-    metrics_path = out / "metrics.jsonl"
     step = epoch = in_epoch = 0
     epoch_start_counts = data_mod.SkipCounts()
     if cfg.resume and ckpt_path.is_file():
@@ -195,10 +213,14 @@ def train(cfg: TrainConfig) -> dict:
         step, epoch, in_epoch = blob["step"], blob["epoch"], blob["in_epoch"]
         epoch_start_counts = data_mod.SkipCounts(**blob["counts_at_epoch_start"])
         logger.info("Resumed %s at step %d (epoch %d, step %d of it).", ckpt_path, step, epoch, in_epoch)
+    metrics = evaluator = None
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        kept = [ln for ln in (metrics_path.read_text().splitlines() if metrics_path.is_file() else []) if json.loads(ln)["step"] <= step]
-        metrics_path.write_text("".join(ln + "\n" for ln in kept))  # steps after the checkpoint are redone
+        plain = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()}
+        kw = dict(tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode, run_name=out.name, config=plain)
+        metrics = sinks.Metrics(out, resume_step=step, **kw)
+        if cfg.eval_every and cfg.eval_tasks:
+            tasks = evaluate_mod.parse_tasks(cfg.eval_tasks)
+            evaluator = evaluate_mod.Evaluator(tasks, out, projector=cfg.eval_projector, device=str(device), n_bootstrap=cfg.eval_bootstrap)
 
     captions = data_mod.read_captions(cfg.captions)
     scfg = data_mod.StreamConfig(data_mod.expand_shards(cfg.shards), cfg.seed, cfg.shuffle_buffer, tuple(cfg.forms), cfg.split)
@@ -223,11 +245,14 @@ def train(cfg: TrainConfig) -> dict:
             save_checkpoint(ckpt_path, blob)
 
     model.train()
+    if evaluator is not None and step == 0:
+        metrics.log(evaluator(model, mcfg, 0))  # the starting point, for comparison
     while step < end:
         got = 0
         tick = time.perf_counter()
         kw = dict(per_device=cfg.per_device_batch, accum=cfg.accum, transform=train_tf, tokenizer=tokenizer, counts=counts)
-        for micro in data_mod.steps(scfg, captions, epoch, **kw, rank=rank, world=world, start=in_epoch):
+        kw |= dict(rank=rank, world=world, start=in_epoch, num_workers=cfg.num_workers)
+        for micro in data_mod.steps(scfg, captions, epoch, **kw):
             got += 1
             vals = train_step(model, ddp, micro, opt, cfg, device, autocast, rank, world)
             sched.step()
@@ -239,8 +264,10 @@ def train(cfg: TrainConfig) -> dict:
                 row = {"step": step, "epoch": epoch, **vals, "lr": opt.param_groups[0]["lr"]}
                 row |= {"scale_tax": model.clip.logit_scale.exp().item(), "scale_caption": model.logit_scale_caption.exp().item()}
                 row |= {"samples_per_s": cfg.per_device_batch * cfg.accum * world / max(now - tick, 1e-9), "skipped": counts.as_dict()}
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                metrics.log(row)
+                if evaluator is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                    metrics.log(evaluator(model, mcfg, step))
+                    now = time.perf_counter()  # the evaluation's time is not the next step's
             tick = now
             if step % cfg.checkpoint_every == 0 or step == end:
                 checkpoint()
@@ -256,6 +283,8 @@ def train(cfg: TrainConfig) -> dict:
             in_epoch = 0
             epoch_start_counts = dataclasses.replace(counts)
             logger.info("Epoch %d done at step %d; skipped so far: %s", epoch, step, counts.as_dict())
+    if metrics is not None:
+        metrics.close()
     exported = {}
     if rank == 0 and step >= cfg.steps:
         for proj in ("tax", "caption"):

@@ -1,0 +1,101 @@
+"""A generated sbatch script for multi-node training: `biobench train sbatch ... --sbatch-out job.sh [--submit]`.
+
+One Slurm task per node (`srun --ntasks-per-node=1`), each running `torchrun --nproc_per_node GPUS` with the
+c10d rendezvous on the job's first node (`MASTER_ADDR` from `scontrol show hostnames $SLURM_JOB_NODELIST`,
+rendezvous id = the job id), so global rank = node x GPUs + local rank and world = nodes x GPUs.
+
+Requeue: the job is `--requeue`able (a partition whose PreemptMode is REQUEUE puts a pre-empted job back in
+the queue), and `--signal=B:USR1@GRACE` makes Slurm signal the batch shell GRACE seconds before the time
+limit; the script traps USR1 and runs `scontrol requeue $SLURM_JOB_ID`. The training command always carries
+`--resume`, so every (re)start continues from OUT/checkpoints/latest.pt (at most `checkpoint_every` steps
+are redone; resume is exact). A plain scancel (SIGTERM) is not trapped: it ends the job for good.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+
+from biobench.train.loop import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmLaunch:
+    """The Slurm side of `biobench train sbatch`."""
+
+    nodes: int = 1
+    """Nodes (one torchrun per node)."""
+    gpus_per_node: int = 1
+    """GPUs per node = torchrun processes per node."""
+    cpus_per_node: int = 8
+    """CPUs of each node's task (DataLoader workers + the training processes)."""
+    mem: str | None = None
+    """Memory per node, as sbatch takes it ('256G'); none = the partition's default."""
+    time: str = "24:00:00"
+    """Time limit per (re)start; the job requeues itself shortly before it."""
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    job_name: str = "biobench-train"
+    port: int = 29500
+    """Rendezvous port on the first node."""
+    grace: int = 180
+    """Seconds before the time limit at which the job requeues itself (USR1)."""
+    setup: tuple[str, ...] = ()
+    """Shell lines run before training (e.g. 'source /path/venv/bin/activate', 'module load cuda')."""
+    python: str = "python"
+    """Interpreter on the nodes (torchrun runs `PYTHON -m biobench.cli train run ...`)."""
+
+
+def train_args(cfg: TrainConfig) -> list[str]:
+    """`biobench train run` flags reproducing `cfg` (fields that differ from the defaults, plus the required ones)."""
+    args: list[str] = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        has_default = f.default is not dataclasses.MISSING
+        if has_default and value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+        elif value is None:
+            args += [flag, "None"]
+        elif isinstance(value, tuple):
+            args += [flag, *map(str, value)] if value else [flag]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def sbatch_script(cfg: TrainConfig, launch: SlurmLaunch) -> str:
+    """The sbatch script text (see the module docstring)."""
+    cfg = dataclasses.replace(cfg, resume=True)
+    log_dir = Path(cfg.out) / "slurm"
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={launch.job_name}", f"#SBATCH --nodes={launch.nodes}", "#SBATCH --ntasks-per-node=1"]
+    lines += [f"#SBATCH --gpus-per-node={launch.gpus_per_node}", f"#SBATCH --cpus-per-task={launch.cpus_per_node}"]
+    lines += [f"#SBATCH --time={launch.time}", f"#SBATCH --output={log_dir}/%x-%j.out", f"#SBATCH --error={log_dir}/%x-%j.err"]
+    lines += ["#SBATCH --requeue", f"#SBATCH --signal=B:USR1@{launch.grace}"]
+    for key in ("mem", "partition", "account", "qos"):
+        if getattr(launch, key):
+            lines.append(f"#SBATCH --{key}={getattr(launch, key)}")
+    lines += ["", "set -euo pipefail", *launch.setup, ""]
+    lines += [
+        'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        f"MASTER_PORT={launch.port}",
+        "export MASTER_ADDR MASTER_PORT",
+        f"export OMP_NUM_THREADS={max(1, launch.cpus_per_node // max(1, launch.gpus_per_node))}",
+        "",
+        "requeue() {",
+        '    echo "biobench: time limit near; requeueing job $SLURM_JOB_ID (it resumes from the last checkpoint)"',
+        '    scontrol requeue "$SLURM_JOB_ID"',
+        "}",
+        "trap requeue USR1",
+        "",
+    ]
+    torchrun = [launch.python, "-m", "torch.distributed.run", "--nnodes", str(launch.nodes), "--nproc_per_node", str(launch.gpus_per_node)]
+    torchrun += ["--rdzv_backend", "c10d", "--rdzv_id", "$SLURM_JOB_ID", "--rdzv_endpoint", "$MASTER_ADDR:$MASTER_PORT"]
+    command = torchrun + ["-m", "biobench.cli", "train", "run", *train_args(cfg)]
+    quoted = " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in command)  # Slurm variables expand
+    lines += [f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {quoted} &", "wait $!", ""]
+    return "\n".join(lines)

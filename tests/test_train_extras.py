@@ -1,0 +1,209 @@
+"""biobench.train, continued: evaluation at an interval, TensorBoard / W&B sinks, DataLoader workers, sbatch, pretrained file."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from biobench.train import data as data_mod
+from biobench.train import model as model_mod
+from biobench.train.fixture import make_tol_shards
+from biobench.train.loop import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return make_tol_shards(tmp_path_factory.mktemp("tol"))
+
+
+def cfg(fx, out, **kw) -> TrainConfig:
+    base = dict(shards=fx["shards"], captions=fx["captions"], out=out, steps=30, per_device_batch=8, shuffle_buffer=32)
+    return TrainConfig(**(base | dict(warmup=5, lr=1e-3, checkpoint_every=10, threads=1) | kw))
+
+
+def _steps(fx, **kw) -> list[list[data_mod.Batch]]:
+    _, tf, _, tok, _ = model_mod.build(model_mod.TINY)
+    scfg = data_mod.StreamConfig(data_mod.expand_shards(fx["shards"]), seed=3, shuffle_buffer=16)
+    captions = data_mod.read_captions(fx["captions"])
+    counts = data_mod.SkipCounts()
+    got = list(data_mod.steps(scfg, captions, 1, per_device=4, accum=1, transform=tf, tokenizer=tok, counts=counts, **kw))
+    return got, counts
+
+
+def test_workers_give_the_same_epoch_as_no_workers(fx):
+    """2 DataLoader workers: the same samples, in the same steps, with the same tensors and skip counts as 0 workers;
+    under 2 ranks x 2 workers the ranks' batches partition each 1-rank step (no duplicate, no loss)."""
+    zero, c0 = _steps(fx)
+    two, c2 = _steps(fx, num_workers=2)
+    assert {k for s in zero for b in s for k in b.keys} == {k for s in two for b in s for k in b.keys}
+    assert [b.keys for s in two for b in s] == [b.keys for s in zero for b in s]
+    assert c2.as_dict() == c0.as_dict() and c0.corrupt_image == 1 and c0.missing_caption >= 1
+    for s0, s2 in zip(zero, two):
+        torch.testing.assert_close(s2[0].images, s0[0].images, atol=0, rtol=0)
+        assert torch.equal(s2[0].names, s0[0].names) and torch.equal(s2[0].captions, s0[0].captions)
+    ranks = []  # per_device 4 x world 2 = groups of 8: compare with one rank at per_device 8
+    for r in range(2):
+        got, _ = _steps(fx, num_workers=2, rank=r, world=2)
+        ranks.append([b.keys for s in got for b in s])
+    _, tf, _, tok, _ = model_mod.build(model_mod.TINY)
+    scfg = data_mod.StreamConfig(data_mod.expand_shards(fx["shards"]), seed=3, shuffle_buffer=16)
+    captions = data_mod.read_captions(fx["captions"])
+    one = data_mod.steps(scfg, captions, 1, per_device=8, accum=1, transform=tf, tokenizer=tok, counts=data_mod.SkipCounts())
+    one = [s[0].keys for s in one]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) > 0
+    for whole, a, b in zip(one, *ranks):
+        assert not set(a) & set(b) and a + b == whole
+
+
+def test_resume_with_workers_is_exact(fx, tmp_path):
+    """Stopping at 6 and resuming to 12 with 2 workers = 12 straight steps with none."""
+    straight = train(cfg(fx, tmp_path / "s", steps=12))
+    first = train(cfg(fx, tmp_path / "r", steps=12, stop_after=6, num_workers=2))
+    second = train(cfg(fx, tmp_path / "r", steps=12, resume=True, num_workers=2))
+    assert first["losses"] + second["losses"] == pytest.approx(straight["losses"], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def evaluated(fx, tmp_path_factory):
+    """30 steps with nabirds-fixture zero-shot evaluation every 15 (and at 0)."""
+    from biobench.tasks import get_task
+
+    root = tmp_path_factory.mktemp("eval")
+    get_task("nabirds").fixture(root / "nabirds", seed=0, shuffle_labels=False)
+    c = cfg(fx, root / "run", steps=30, eval_every=15, eval_tasks=(f"nabirds={root / 'nabirds'}",), eval_bootstrap=20)
+    return root, train(c)
+
+
+def test_eval_rows_at_the_interval_and_rising(evaluated):
+    root, _ = evaluated
+    rows = [json.loads(ln) for ln in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in evals] == [0, 15, 30]
+    scores = [r["eval"]["nabirds"]["score"] for r in evals]
+    assert scores[-1] > scores[0] + 0.3, scores  # 5 classes: untrained is near chance (0.2)
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 31))
+
+
+def test_eval_score_matches_biobench_run_on_the_export(evaluated, tmp_path):
+    """The in-training evaluation of step 30 = `biobench run` (zero-shot) on RUN/eval/tax, the same weights."""
+    import sqlite3
+
+    from biobench import config as config_mod
+    from biobench import runner
+
+    root, _ = evaluated
+    rows = [json.loads(ln) for ln in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "eval" in r][-1]["eval"]["nabirds"]["score"]
+    toml = f'report_to = "{tmp_path / "res"}"\n[[models]]\norg = "open-clip"\nckpt = "local-dir:{root / "run" / "eval" / "tax"}"\n'
+    toml += f'method = "zero-shot"\n[data]\nnabirds = "{root / "nabirds"}"\n'
+    (tmp_path / "zs.toml").write_text(toml)
+    assert not runner.run(config_mod.load(tmp_path / "zs.toml")).failed
+    with sqlite3.connect(tmp_path / "res" / "results.sqlite") as db:
+        (score,) = db.execute("SELECT score FROM experiments").fetchone()
+    assert score == pytest.approx(last, abs=1e-9)
+
+
+def test_tensorboard_event_files(evaluated):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _ = evaluated
+    acc = EventAccumulator(str(root / "run" / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"loss", "loss_tax", "lr", "skipped/corrupt_image", "eval/nabirds/score"} <= set(tags)
+    assert [e.step for e in acc.Scalars("loss")] == list(range(1, 31))
+    rows = [json.loads(ln) for ln in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    want = [r["loss"] for r in rows if "loss" in r]
+    assert [e.value for e in acc.Scalars("loss")] == pytest.approx(want, rel=1e-6)  # event files hold float32
+    assert [e.step for e in acc.Scalars("eval/nabirds/score")] == [0, 15, 30]
+
+
+def test_wandb_when_installed(fx, tmp_path, monkeypatch):
+    calls: list[tuple] = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: calls.append(("init", kw)) or object()
+    fake.log = lambda data, step: calls.append(("log", dict(data), step))
+    fake.finish = lambda: calls.append(("finish",))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train(cfg(fx, tmp_path / "w", steps=3, wandb_project="biocap-test", tensorboard=False))
+    assert calls[0][0] == "init" and calls[0][1]["project"] == "biocap-test" and calls[0][1]["mode"] == "offline"
+    assert calls[0][1]["config"]["steps"] == 3 and calls[0][1]["dir"] == str(tmp_path / "w")
+    logs = [c for c in calls if c[0] == "log"]
+    assert [c[2] for c in logs] == [1, 2, 3] and all("loss" in c[1] and "skipped/kept" in c[1] for c in logs)
+    assert calls[-1] == ("finish",)
+    assert not (tmp_path / "w" / "tensorboard").exists()
+
+
+def test_wandb_asked_for_but_missing_is_an_error(fx, tmp_path, monkeypatch):
+    from biobench.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        train(cfg(fx, tmp_path / "w", steps=1, wandb_project="p"))
+
+
+def test_starts_from_a_pretrained_weights_file(fx, tmp_path):
+    """A local weights file as `pretrained` (open_clip loads a path): the trainer's model is exactly those weights."""
+    import open_clip
+
+    model_mod.register_tiny()
+    torch.manual_seed(1234)  # not the trainer's seed: the weights must come from the file
+    clip = open_clip.create_model(model_mod.TINY)
+    want = {k: v.detach().clone() for k, v in clip.state_dict().items()}
+    torch.save(want, tmp_path / "tiny.pt")
+    fresh = train(cfg(fx, tmp_path / "fresh", steps=0))
+    start = train(cfg(fx, tmp_path / "pre", steps=0, pretrained=str(tmp_path / "tiny.pt")))
+    got = torch.load(Path(start["export"]["tax"]) / "open_clip_pytorch_model.bin", weights_only=True)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    other = torch.load(Path(fresh["export"]["tax"]) / "open_clip_pytorch_model.bin", weights_only=True)
+    assert not torch.equal(other["visual.proj"], want["visual.proj"])
+    blob = torch.load(tmp_path / "pre" / "export" / "caption" / "open_clip_pytorch_model.bin", weights_only=True)
+    assert torch.equal(blob["visual.proj"], want["visual.proj"])  # the caption head starts as a copy
+
+
+def test_sbatch_script(fx, tmp_path):
+    import tyro
+
+    from biobench import cli
+    from biobench.train.slurm import SlurmLaunch, sbatch_script
+
+    c = cfg(fx, tmp_path / "run", steps=500, accum=4, forms=("sci", "taxon"), eval_every=100, eval_tasks=("nabirds=/d/nab",))
+    launch = SlurmLaunch(nodes=4, gpus_per_node=8, cpus_per_node=64, time="12:00:00", partition="gpu", setup=("source /v/bin/activate",))
+    text = sbatch_script(c, launch)
+    assert text.startswith("#!/bin/bash\n")
+    sb = dict(ln.removeprefix("#SBATCH --").partition("=")[::2] for ln in text.splitlines() if ln.startswith("#SBATCH"))
+    assert sb["nodes"] == "4" and sb["ntasks-per-node"] == "1" and sb["gpus-per-node"] == "8" and sb["cpus-per-task"] == "64"
+    assert sb["time"] == "12:00:00" and sb["partition"] == "gpu" and "requeue" in sb and sb["signal"].startswith("B:USR1@")
+    assert sb["output"].startswith(str(tmp_path / "run" / "slurm"))
+    lines = text.splitlines()
+    assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in lines
+    assert "trap requeue USR1" in lines and any("scontrol requeue" in ln for ln in lines)
+    assert lines.index("source /v/bin/activate") < lines.index("trap requeue USR1")
+    (srun,) = [ln for ln in lines if ln.startswith("srun ")]
+    argv = shlex.split(srun.removesuffix(" &"))
+    tr = argv[argv.index("torch.distributed.run") + 1 :]
+    opt = {tr[i]: tr[i + 1] for i in range(0, tr.index("-m"), 2)}
+    assert opt == {
+        "--nnodes": "4",
+        "--nproc_per_node": "8",
+        "--rdzv_backend": "c10d",
+        "--rdzv_id": "$SLURM_JOB_ID",
+        "--rdzv_endpoint": "$MASTER_ADDR:$MASTER_PORT",
+    }
+    rest = tr[tr.index("-m") :]
+    assert rest[:4] == ["-m", "biobench.cli", "train", "run"]
+    parsed = tyro.cli(TrainConfig, args=rest[4:])  # the flags reproduce the config (plus --resume)
+    assert parsed == TrainConfig(**{**c.__dict__, "resume": True})
+    out = tmp_path / "job.sh"
+    argv = ["train", "sbatch", "--sbatch-out", str(out), "--shards", fx["shards"], "--captions", str(fx["captions"])]
+    argv += ["--out", str(tmp_path / "run2"), "--nodes", "2", "--gpus-per-node", "4"]
+    assert cli.main(argv) == 0
+    assert "#SBATCH --nodes=2" in out.read_text() and (tmp_path / "run2" / "slurm").is_dir()
