@@ -207,3 +207,27 @@ def test_sbatch_script(fx, tmp_path):
     argv += ["--out", str(tmp_path / "run2"), "--nodes", "2", "--gpus-per-node", "4"]
     assert cli.main(argv) == 0
     assert "#SBATCH --nodes=2" in out.read_text() and (tmp_path / "run2" / "slurm").is_dir()
+
+
+def test_submitit_slurm_parameters(tmp_path):
+    """The submitit route's Slurm parameters make the sbatch script submitit would submit."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from biobench.train.slurm import SlurmLaunch, submitit_parameters
+
+    params = submitit_parameters(SlurmLaunch(nodes=2, gpus_per_node=4, cpus_per_node=32, time="1-02:30:00", qos="high"))
+    text = _make_sbatch_string(command="python -m x", folder=tmp_path, **params)
+    sb = {ln.split()[1] for ln in text.splitlines() if ln.startswith("#SBATCH")}
+    assert {"--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8", "--time=1590", "--qos=high"} <= sb
+    assert any(s.startswith("--signal=USR2@") for s in sb)  # submitit's pre-emption / time-out signal
+
+
+@pytest.mark.slow
+def test_submitit_local_two_tasks_match_one_process(fx, tmp_path):
+    """submitit's LocalExecutor, 2 tasks (gloo) at per-device batch 4 = one process at batch 8 (losses within 1e-4)."""
+    from biobench.train.slurm import SlurmLaunch, submit
+
+    one = train(cfg(fx, tmp_path / "one", steps=3))
+    job = submit(cfg(fx, tmp_path / "two", steps=3, per_device_batch=4), SlurmLaunch(gpus_per_node=2, time="10"), cluster="local")
+    summary = job.result()
+    assert summary["losses"] == pytest.approx(one["losses"], abs=1e-4)

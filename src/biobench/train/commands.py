@@ -49,6 +49,20 @@ class TrainFixture:
     per_shard: int = 24
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainSubmit:
+    """Submit the training through submitit (one task per GPU on each node; requeued with resume on pre-emption)."""
+
+    train: TrainConfig
+    """The training run (the flags of `biobench train run`); every (re)start resumes from the last checkpoint."""
+    slurm: SlurmLaunch = SlurmLaunch()
+    """Nodes, GPUs per node, time limit, partition..."""
+    cluster: Literal["slurm", "local"] = "slurm"
+    """'local': submitit's LocalExecutor (GPUS_PER_NODE local processes on this machine), the same code path."""
+    wait: bool = False
+    """Wait for the job and print its summary."""
+
+
 def export_checkpoint(checkpoint: Path, out: Path, projector: str = "both") -> list[Path]:
     import torch
 
@@ -65,7 +79,8 @@ def train(
     cmd: Annotated[TrainConfig, tyro.conf.subcommand("run")]
     | Annotated[TrainExport, tyro.conf.subcommand("export")]
     | Annotated[TrainFixture, tyro.conf.subcommand("fixture")]
-    | Annotated[TrainSbatch, tyro.conf.subcommand("sbatch")],
+    | Annotated[TrainSbatch, tyro.conf.subcommand("sbatch")]
+    | Annotated[TrainSubmit, tyro.conf.subcommand("submit")],
 ) -> int:
     """BioCAP-style CLIP training (taxonomic names + captions, two visual projectors); launch under torchrun for DDP."""
     if isinstance(cmd, TrainFixture):
@@ -90,6 +105,15 @@ def train(
                 print(f"sbatch {cmd.sbatch_out} failed: {done.stderr.strip()}")
                 return done.returncode
             print(f"Submitted job {done.stdout.strip()}")
+        return 0
+    if isinstance(cmd, TrainSubmit):
+        from biobench.train.slurm import submit
+
+        job = submit(cmd.train, cmd.slurm, cluster=cmd.cluster)
+        print(f"Submitted job {job.job_id}; logs in {Path(cmd.train.out) / 'slurm' / str(job.job_id)}")
+        if cmd.wait:
+            summary = job.result()
+            print(json.dumps({k: v for k, v in summary.items() if k != "losses"}))
         return 0
     if isinstance(cmd, TrainExport):
         for path in export_checkpoint(cmd.checkpoint, cmd.out, cmd.projector):

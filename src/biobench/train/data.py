@@ -7,10 +7,15 @@ name forms BioCLIP/BioCAP read, `KEY.sci.txt` (scientific), `KEY.com.txt` (commo
 Captions come from a table (parquet or CSV, TreeOfLife-10M-Captions' `uuid_caption_description.parquet`)
 with columns `uuid` and `caption`, joined on the key.
 
-Order: per epoch the shard list is shuffled (seed, epoch), then samples pass a seeded shuffle buffer;
-the stream is a pure function of (seed, epoch), so a data position (epoch, steps done in it) is resumed
-by replaying the stream. Each sample's name form and augmentation are seeded by (seed, epoch, key),
-so they do not depend on rank, worker or batch position.
+Order: per epoch the shard list is shuffled (seed, epoch), then raw (undecoded) samples pass a seeded
+shuffle buffer and are validated in that order; the stream is a pure function of (seed, epoch), so a data
+position (epoch, steps done in it) is resumed by replaying the stream. Each sample's name form and
+augmentation are seeded by (seed, epoch, key), so they do not depend on rank, worker or batch position.
+
+DataLoader workers (`entries`, `EpochDataset`): worker w of W decodes, validates, augments and tokenises
+the raw positions p = w (mod W) of the epoch's stream (each worker reads all the tar bytes so that positions
+agree; decoding, the cost, is split); the DataLoader's in-order round-robin hands the positions back as
+0, 1, 2, ..., so the batches are the same for every W, and exact resume and DDP need nothing more.
 
 Skips (counted in `SkipCounts`, logged, never fatal): an unreadable or truncated tar (rest of the shard),
 a sample with no image, an image that does not decode, a sample with no non-empty name form, and a sample

@@ -99,3 +99,58 @@ def sbatch_script(cfg: TrainConfig, launch: SlurmLaunch) -> str:
     quoted = " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in command)  # Slurm variables expand
     lines += [f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 {quoted} &", "wait $!", ""]
     return "\n".join(lines)
+
+
+class SubmititTrain:
+    """What submitit runs in each of its tasks (one per GPU): the torch.distributed environment from Slurm's
+    (submitit's `TorchDistributedEnvironment`: MASTER_ADDR = first host, RANK, WORLD_SIZE, LOCAL_RANK), then
+    `train(cfg, resume=True)`. On pre-emption or time-out submitit calls `checkpoint`, which requeues the same
+    call: it resumes from the last checkpoint (bounded by the executor's `max_num_timeout`)."""
+
+    def __call__(self, cfg: TrainConfig) -> dict:
+        import submitit
+
+        from biobench.train.loop import train
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        summary = train(dataclasses.replace(cfg, resume=True))
+        return {k: v for k, v in summary.items() if k != "losses"} | {"losses": summary["losses"]}
+
+    def checkpoint(self, cfg: TrainConfig):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SubmititTrain(), cfg)
+
+
+def submit(cfg: TrainConfig, launch: SlurmLaunch, *, cluster: str = "slurm", max_requeue: int = 10):
+    """Submit the training through submitit: one job of `nodes` x `gpus_per_node` tasks (`cluster="local"`: one
+    node's tasks as local processes, the same code path). Returns the submitit job (its result: rank 0's summary)."""
+    import submitit
+
+    folder = Path(cfg.out) / "slurm" / "%j"
+    if cluster == "local":
+        ex = submitit.LocalExecutor(folder=folder, max_num_timeout=max_requeue)
+        ex.update_parameters(tasks_per_node=launch.gpus_per_node, nodes=1, timeout_min=_minutes(launch.time))
+    else:
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeue)
+        ex.update_parameters(**submitit_parameters(launch))
+    return ex.submit(SubmititTrain(), cfg)
+
+
+def submitit_parameters(launch: SlurmLaunch) -> dict:
+    """`submitit.SlurmExecutor` parameters: one task per GPU (submitit starts them with srun; no torchrun)."""
+    params = dict(nodes=launch.nodes, ntasks_per_node=launch.gpus_per_node, gpus_per_node=launch.gpus_per_node)
+    params |= dict(cpus_per_task=max(1, launch.cpus_per_node // launch.gpus_per_node), time=_minutes(launch.time), job_name=launch.job_name)
+    params |= {k: getattr(launch, k) for k in ("mem", "partition", "account", "qos") if getattr(launch, k)}
+    params["signal_delay_s"] = launch.grace
+    if launch.setup:
+        params["setup"] = list(launch.setup)
+    return params
+
+
+def _minutes(time: str) -> int:
+    """Slurm's [D-]HH:MM:SS (or MM) as whole minutes."""
+    days, _, rest = time.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    h, m, s = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    return max(1, (int(days or 0) * 24 + h) * 60 + m + (1 if s else 0))
