@@ -112,7 +112,7 @@ def train(
         job = submit(cmd.train, cmd.slurm, cluster=cmd.cluster)
         print(f"Submitted job {job.job_id}; logs in {Path(cmd.train.out) / 'slurm' / str(job.job_id)}")
         if cmd.wait:
-            summary = job.result()
+            summary = job.results()[0]  # rank 0's
             print(json.dumps({k: v for k, v in summary.items() if k != "losses"}))
         return 0
     if isinstance(cmd, TrainExport):

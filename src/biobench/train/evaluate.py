@@ -60,7 +60,26 @@ class Evaluator:
             self.tasks[name] = (spec, options, spec.read(options))
 
     def __call__(self, model, model_cfg: dict, step: int) -> dict:
-        """Scores of `model` (a DualProjectionCLIP) at `step`: {'step', 'eval': {task: {...}}, 'eval_seconds'}."""
+        """Scores of `model` (a DualProjectionCLIP) at `step`: {'step', 'eval': {task: {...}}, 'eval_seconds'}.
+        The global RNG states (torch, CUDA, Python, NumPy) are as they were: evaluating does not change training."""
+        import random
+
+        import numpy as np
+        import torch
+
+        start = time.perf_counter()
+        was_training = model.training
+        states = random.getstate(), np.random.get_state()
+        devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        try:  # whatever the evaluation draws (the backbone loader forks torch's RNG already), training must not see it
+            with torch.random.fork_rng(devices=devices):
+                return self._evaluate(model, model_cfg, step, start)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            model.train(was_training)
+
+    def _evaluate(self, model, model_cfg: dict, step: int, start: float) -> dict:
         from biobench.backbones import load_vision_backbone
         from biobench.cache import FeatureCache
         from biobench.embed import EmbedSettings, get_features
@@ -69,26 +88,21 @@ class Evaluator:
         from biobench.text_embed import get_text_features
         from biobench.train import model as model_mod
 
-        start = time.perf_counter()
-        was_training = model.training
         folder = model_mod.export(model, model_cfg, self.out / "eval" / self.projector, self.projector)
         scores: dict[str, dict] = {}
-        try:
-            backbone = load_vision_backbone("open-clip", f"local-dir:{folder}").to(self.device)
-            backbone.eval()
-            with tempfile.TemporaryDirectory(prefix="biobench-train-eval-") as tmp:
-                cache = FeatureCache(Path(tmp))
-                settings = EmbedSettings(self.device, self.batch_size, n_workers=0)
-                ctx = EvalContext(n_train=-1, seed=0, n_bootstrap=self.n_bootstrap, device=self.device)
-                for name, (spec, options, examples) in self.tasks.items():
-                    feats = get_features(backbone, examples.images, cache, settings).features
+        backbone = load_vision_backbone("open-clip", f"local-dir:{folder}").to(self.device)
+        backbone.eval()
+        with tempfile.TemporaryDirectory(prefix="biobench-train-eval-") as tmp:
+            cache = FeatureCache(Path(tmp))
+            settings = EmbedSettings(self.device, self.batch_size, n_workers=0)
+            ctx = EvalContext(n_train=-1, seed=0, n_bootstrap=self.n_bootstrap, device=self.device)
+            for name, (spec, options, examples) in self.tasks.items():
+                feats = get_features(backbone, examples.images, cache, settings).features
 
-                    def encode(texts, name=name):
-                        return get_text_features(backbone, list(texts), cache, device=self.device, dataset=name).features
+                def encode(texts, name=name):
+                    return get_text_features(backbone, list(texts), cache, device=self.device, dataset=name).features
 
-                    rep = text.evaluate(spec, options, examples, feats, encode, ctx)
-                    scores[name] = {"score": rep.score, "ci_low": rep.ci_low, "ci_high": rep.ci_high, "metric": rep.metric}
-                    logger.info("Step %d: %s %s = %.4f", step, name, rep.metric, rep.score)
-        finally:
-            model.train(was_training)
+                rep = text.evaluate(spec, options, examples, feats, encode, ctx)
+                scores[name] = {"score": rep.score, "ci_low": rep.ci_low, "ci_high": rep.ci_high, "metric": rep.metric}
+                logger.info("Step %d: %s %s = %.4f", step, name, rep.metric, rep.score)
         return {"step": step, "eval": scores, "eval_seconds": time.perf_counter() - start}
