@@ -5,6 +5,7 @@
         --model ViT-B-16 --batch 256                     # real data and model on a GPU
 
 The pipeline figure is shard reading + decode + validation + augmentation + tokenisation (one process);
+with DataLoader workers (`--num-workers 0 2 4`: the same batches whatever the count) it is timed per count;
 the step figure is forward + loss + backward + AdamW on a fixed batch already on the device.
 """
 
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--num-workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to time the pipeline with")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,22 +46,25 @@ def main() -> None:
 
     captions = data_mod.read_captions(Path(args.captions))
     scfg = data_mod.StreamConfig(data_mod.expand_shards(args.shards), shuffle_buffer=256)
-    counts = data_mod.SkipCounts()
-    n, epoch, batches = 0, 0, []
-    t0 = time.perf_counter()
-    while n < args.batch * args.steps:
-        kw = dict(per_device=args.batch, accum=1, transform=train_tf, tokenizer=tokenizer, counts=counts)
-        got = 0
-        for (b,) in data_mod.steps(scfg, captions, epoch, **kw):
-            batches.append(b)
-            n += args.batch
-            got += 1
-            if n >= args.batch * args.steps:
-                break
-        if got == 0:
-            raise SystemExit("Too few samples for one batch; lower --batch.")
-        epoch += 1
-    data_s = n / (time.perf_counter() - t0)
+    data_rates: dict[int, float] = {}
+    for workers in args.num_workers:
+        counts = data_mod.SkipCounts()
+        n, epoch, batches = 0, 0, []
+        t0 = time.perf_counter()
+        while n < args.batch * args.steps:
+            kw = dict(per_device=args.batch, accum=1, transform=train_tf, tokenizer=tokenizer, counts=counts, num_workers=workers)
+            got = 0
+            for (b,) in data_mod.steps(scfg, captions, epoch, **kw):
+                batches.append(b)
+                n += args.batch
+                got += 1
+                if n >= args.batch * args.steps:
+                    break
+            if got == 0:
+                raise SystemExit("Too few samples for one batch; lower --batch.")
+            epoch += 1
+        data_rates[workers] = n / (time.perf_counter() - t0)
+    data_s = max(data_rates.values())
 
     opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4)
     bf16 = device.type == "cuda"
@@ -85,7 +90,8 @@ def main() -> None:
         torch.cuda.synchronize()
     step_s = args.batch * args.steps / (time.perf_counter() - t0)
     print(f"model {args.model} on {device}, batch {args.batch}, {args.steps} batches; skipped {counts.as_dict()}")
-    print(f"data pipeline: {data_s:,.0f} samples/s")
+    for workers, rate in data_rates.items():
+        print(f"data pipeline, {workers} workers: {rate:,.0f} samples/s ({rate / data_rates[args.num_workers[0]]:.2f}x)")
     print(f"train step:    {step_s:,.0f} samples/s")
     print(f"limit: {'data pipeline' if data_s < step_s else 'train step'}")
 

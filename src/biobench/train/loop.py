@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from biobench.errors import DataError
+from biobench.errors import ConfigError, DataError
 from biobench.train import data as data_mod
 from biobench.train import evaluate as evaluate_mod
 from biobench.train import model as model_mod
@@ -180,6 +180,11 @@ def save_checkpoint(path: Path, blob: dict) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) per `cfg`; returns {'step', 'losses': [...], 'skipped': {...}, 'export': {...}}."""
     rank, world, local_rank = _dist()
+    # options checked on every rank, before any collective: a rank-0-only error would leave the others waiting
+    eval_tasks = evaluate_mod.parse_tasks(cfg.eval_tasks) if cfg.eval_every and cfg.eval_tasks else {}
+    if cfg.eval_every and not cfg.eval_tasks:
+        raise ConfigError("eval_every is set but eval_tasks is empty: give --eval-tasks TASK=DATA_DIR (e.g. nabirds=/data/nabirds).")
+    sinks.check(cfg.wandb_project)
     cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
@@ -218,9 +223,10 @@ def train(cfg: TrainConfig) -> dict:
         plain = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()}
         kw = dict(tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode, run_name=out.name, config=plain)
         metrics = sinks.Metrics(out, resume_step=step, **kw)
-        if cfg.eval_every and cfg.eval_tasks:
-            tasks = evaluate_mod.parse_tasks(cfg.eval_tasks)
-            evaluator = evaluate_mod.Evaluator(tasks, out, projector=cfg.eval_projector, device=str(device), n_bootstrap=cfg.eval_bootstrap)
+        if eval_tasks:
+            evaluator = evaluate_mod.Evaluator(
+                eval_tasks, out, projector=cfg.eval_projector, device=str(device), n_bootstrap=cfg.eval_bootstrap
+            )
 
     captions = data_mod.read_captions(cfg.captions)
     scfg = data_mod.StreamConfig(data_mod.expand_shards(cfg.shards), cfg.seed, cfg.shuffle_buffer, tuple(cfg.forms), cfg.split)

@@ -36,6 +36,18 @@ def flatten(row: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def check(wandb_project: str | None) -> None:
+    """A ConfigError when W&B is asked for but `wandb` is not installed (checked on every rank before training)."""
+    if not wandb_project:
+        return
+    try:
+        import wandb  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(
+            f"wandb_project = {wandb_project!r} asks for W&B logging, but `wandb` is not installed. `pip install wandb`, or leave wandb_project unset."
+        ) from err
+
+
 class Metrics:
     """JSON lines + optional TensorBoard / W&B for one run directory (rank 0)."""
 
@@ -66,13 +78,9 @@ class Metrics:
                 self.tb = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
         self.wandb = None
         if wandb_project:
-            try:
-                import wandb
-            except ImportError as err:
-                raise ConfigError(
-                    f"wandb_project = {wandb_project!r} asks for W&B logging, but `wandb` is not installed. "
-                    "`pip install wandb`, or leave wandb_project unset."
-                ) from err
+            check(wandb_project)
+            import wandb
+
             self.wandb = wandb
             self.wandb_run = wandb.init(
                 project=wandb_project, mode=wandb_mode, dir=str(out), name=run_name, config=config or {}, resume="allow"
