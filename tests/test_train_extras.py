@@ -239,9 +239,22 @@ def test_submitit_local_two_tasks_match_one_process(fx, tmp_path):
     """submitit's LocalExecutor, 2 tasks (gloo) at per-device batch 4 = one process at batch 8 (losses within 1e-4)."""
     from biobench.train.slurm import SlurmLaunch, submit
 
-    one = train(cfg(fx, tmp_path / "one", steps=3))
-    job = submit(cfg(fx, tmp_path / "two", steps=3, per_device_batch=4), SlurmLaunch(gpus_per_node=2, time="10"), cluster="local")
+    one = train(cfg(fx, tmp_path / "one", steps=2))
+    job = submit(cfg(fx, tmp_path / "two", steps=2, per_device_batch=4), SlurmLaunch(gpus_per_node=2, time="10"), cluster="local")
     results = job.results()  # one per task; both ranks report the all-reduced losses
     assert len(results) == 2
     for summary in results:
         assert summary["losses"] == pytest.approx(one["losses"], abs=1e-4)
+
+
+def test_eval_options_are_checked_before_training(fx, tmp_path):
+    from biobench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_tasks is empty"):
+        train(cfg(fx, tmp_path / "a", eval_every=5))
+    with pytest.raises(ConfigError, match="no text route"):
+        train(cfg(fx, tmp_path / "b", eval_every=5, eval_tasks=(f"newt={tmp_path}",)))
+    with pytest.raises(ConfigError, match="not TASK=DATA_DIR"):
+        train(cfg(fx, tmp_path / "c", eval_every=5, eval_tasks=("nabirds",)))
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(cfg(fx, tmp_path / "d", eval_every=5, eval_tasks=(f"nabirds={tmp_path / 'nope'}",)))
