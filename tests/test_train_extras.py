@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import shlex
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -219,6 +220,7 @@ def test_sbatch_script(fx, tmp_path):
     argv += ["--out", str(tmp_path / "run2"), "--nodes", "2", "--gpus-per-node", "4"]
     assert cli.main(argv) == 0
     assert "#SBATCH --nodes=2" in out.read_text() and (tmp_path / "run2" / "slurm").is_dir()
+    subprocess.run(["bash", "-n", str(out)], check=True)  # valid shell
 
 
 def test_submitit_slurm_parameters(tmp_path):

@@ -79,7 +79,7 @@ def sbatch_script(cfg: TrainConfig, launch: SlurmLaunch) -> str:
     for key in ("mem", "partition", "account", "qos"):
         if getattr(launch, key):
             lines.append(f"#SBATCH --{key}={getattr(launch, key)}")
-    lines += ["", "set -euo pipefail", *launch.setup, ""]
+    lines += ["", "set -eu", *launch.setup, ""]
     lines += [
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         f"MASTER_PORT={launch.port}",
