@@ -111,3 +111,15 @@ def test_one_config_with_a_probe_task_a_zero_shot_task_and_inquire_stores_all_th
     assert cli.main(["report", "--db", str(tmp_path / "results" / "results.sqlite")]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("plankton", "nabirds", "inquire-rerank")), out
+
+
+def test_the_validation_split_reads_inquires_val_query_list(tmp_path):
+    get_task("inquire-rerank").fixture(tmp_path / "d")
+    for f in (tmp_path / "d" / "data").glob("test-*.parquet"):
+        f.rename(f.with_name(f.name.replace("test-", "validation-")))
+    (tmp_path / "d" / "inquire_queries_val.csv").write_text(
+        ",query_id,query_text,supercategory,category,iconic_group\n0,3,a lost query,Behavior,Miscellaneous Behavior,Birds\n"
+    )
+    spec = get_task("inquire-rerank")
+    ex = spec.read(spec.options(data=tmp_path / "d", split="validation"))
+    assert ex.names("") == ("a lost query",) and ex.table["subtask"].n_unique() == 6

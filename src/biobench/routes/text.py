@@ -59,7 +59,8 @@ OPENAI_TEMPLATES = (
     "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.", "a toy {}.",
     "itap of my {}.", "a photo of a cool {}.", "a photo of a small {}.", "a tattoo of the {}.",
 )  # fmt: skip
-"""OpenAI's 80 ImageNet prompt templates (Radford et al. 2021), as BioCLIP and BioCLIP 2 use them for zero-shot."""
+"""OpenAI's 80 ImageNet prompt templates (Radford et al. 2021), as BioCLIP and BioCLIP 2 use them for zero-shot;
+equal, in order, to open_clip's `zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES` (tests/test_text_route.py checks)."""
 assert len(OPENAI_TEMPLATES) == 80
 
 TEMPLATES: dict[str, tuple[str, ...]] = {"openai": OPENAI_TEMPLATES, "single": ("a photo of {}.",)}

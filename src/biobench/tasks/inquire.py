@@ -10,8 +10,13 @@ shards, `biobench.layouts.hf`), one row per (query, candidate image):
 ```
 DIR/data/<split>-0000i-of-0000n.parquet   query, relevant (0/1), inat24_image_id, image, supercategory
                                           (or DIR/dataset_dict.json + DIR/<split>/*.arrow from save_to_disk)
-DIR/inquire_queries_<split>.csv           optional: query_id, query_text, supercategory, ... (INQUIRE's query list)
+DIR/inquire_queries_<test|val>.csv        optional: query_id, query_text, supercategory, category, iconic_group
+                                          (INQUIRE's query lists, data/inquire/ of its repository; `val` for validation)
 ```
+
+The Hub card (checked against it) names the splits `validation` (40 queries x 100) and `test`
+(160 x 100) and has a `supercategory` string column (Appearance, Behavior, Context, Species),
+beside `category`, `iconic_group`, `clip_score`, `inat24_file_name` and others we ignore.
 
 Protocol (the text route, `method = "zero-shot"` models): per query, every candidate is scored
 by the cosine similarity of its image and the query text; AP, nDCG and MRR over the query's
@@ -57,6 +62,8 @@ CITATION = """@inproceedings{vendrow2024inquire,
 }"""
 REPO = "evendrow/INQUIRE-Rerank"
 COLUMNS = ("query", "relevant", "inat24_image_id", "supercategory")
+QUERY_LISTS = {"test": "inquire_queries_test.csv", "validation": "inquire_queries_val.csv"}
+"""Split -> INQUIRE's query list for it (the repository calls the validation split `val`)."""
 AP = Metric("ap")
 """Mean over queries of INQUIRE's AP (per-query scores stored), interval by resampling queries."""
 
@@ -75,7 +82,7 @@ def read(options: Options) -> Examples:
     rows = rows.with_columns(pl.col("query").cast(pl.String), pl.col("relevant").cast(pl.Int64), pl.col("inat24_image_id").cast(pl.String))
     ids = [f"{q}\x1f{i}" for q, i in zip(rows["query"], rows["inat24_image_id"])]
     images = hf.table_images(NAME, rows, hf.image_column(NAME, found), [str(i) for i in range(rows.height)])
-    listed = data / f"inquire_queries_{options.split}.csv"
+    listed = data / QUERY_LISTS[options.split]
     queries = tuple(read_csv(NAME, data, listed, ("query_text",))["query_text"].to_list()) if listed.is_file() else ()
     table = pl.DataFrame({
         "id": ids, "image": np.arange(rows.height), "label": rows["relevant"].to_numpy(), "split": ["test"] * rows.height,

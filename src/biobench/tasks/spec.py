@@ -65,6 +65,9 @@ class TaskSpec:
     """The text route's evaluation, `text(options, examples, image_features, encode, ctx) -> TaskReport` (`encode`:
     texts -> normalised, cached text embeddings); None = zero-shot classification with the class names
     (`biobench.routes.text`)."""
+    mllm: Callable[..., Any] | None = None
+    """The MLLM route's evaluation, `mllm(options, examples, client, ctx) -> TaskReport` (`client`: a
+    `biobench.mllm.client.Client`); None = the probe route's sub-tasks as classification prompts (`biobench.routes.mllm`)."""
     evaluate: Callable[..., Any] | None = None
     """Escape hatch: `evaluate(options, examples, features, ctx) -> TaskReport` replaces the probe route's loop."""
     uses_n_train: bool = True
