@@ -68,6 +68,10 @@ class TaskSpec:
     mllm: Callable[..., Any] | None = None
     """The MLLM route's evaluation, `mllm(options, examples, client, ctx) -> TaskReport` (`client`: a
     `biobench.mllm.client.Client`); None = the probe route's sub-tasks as classification prompts (`biobench.routes.mllm`)."""
+    text_names: Callable[[Any, Examples], Any] | None = None
+    """Zero-shot's class names, `text_names(options, examples) -> {sub-task: names by label}` (a name form the
+    options choose: scientific, common, taxonomic...); None = `Examples.classnames`. Either way the text route reads
+    underscores as spaces (`routes.text.readable`)."""
     evaluate: Callable[..., Any] | None = None
     """Escape hatch: `evaluate(options, examples, features, ctx) -> TaskReport` replaces the probe route's loop."""
     uses_n_train: bool = True

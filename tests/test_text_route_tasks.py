@@ -1,0 +1,112 @@
+"""Zero-shot as the text route of the suite's classification tasks: name forms from each dataset, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from biobench import cli, fixtures, report
+from biobench.errors import DataError
+from biobench.routes import text
+from biobench.tasks import get_task
+from biobench.tasks.plantnet import without_author
+
+
+def coloured_plankton(root, *, shuffle: bool, seed: int = 0) -> None:
+    """Plankton's layout (train/ and val/ class folders of PNGs) with class folders named after coloured taxa
+    ("Turdus_ruber"), each image mostly its class's colour; `shuffle` puts each image in a random class's folder."""
+    rng = np.random.default_rng(seed)
+    taxa = fixtures.COLOURED_TAXA[:5]
+    for split, n in (("train", 3), ("val", 8)):
+        drawn = np.repeat(np.arange(len(taxa)), n)
+        folders = rng.integers(0, len(taxa), size=len(drawn)) if shuffle else drawn
+        for k, (c, f) in enumerate(zip(drawn, folders)):
+            path = root / split / f"{taxa[f][1]}_{taxa[f][2]}" / f"D20210101T000000_IFCB114_{k:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fixtures.colour_image(rng, taxa[c][4]).convert("RGB").save(path, format="PNG")
+
+
+def run(tmp_path, name: str, data, **options) -> dict:
+    table = "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items())
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        f'device = "cpu"\nn_workers = 0\nn_jobs = 1\nn_bootstrap = 200\nreport_to = "{tmp_path / "results"}"\n'
+        f'cache_dir = "{tmp_path / "cache"}"\n\n[[models]]\norg = "builtin"\nckpt = "colour-clip"\nmethod = "zero-shot"\n\n'
+        f'[data]\n{name} = "{data}"\n' + (f"\n[{name}]\n{table}" if table else "")
+    )
+    assert cli.main(["run", str(cfg)]) == 0
+    (row,) = [r for r in report.load(tmp_path / "results" / "results.sqlite") if r["task"] == name]
+    return row
+
+
+def test_plankton_zero_shot_end_to_end_beats_chance_and_shuffled_names_sit_at_it(tmp_path):
+    coloured_plankton(tmp_path / "real", shuffle=False)
+    coloured_plankton(tmp_path / "shuffled", shuffle=True)
+    good = run(tmp_path / "a", "plankton", tmp_path / "real")
+    assert good["method"] == "zero-shot" and good["n_test"] == 40 and good["n_train"] == -1
+    assert good["score"] > 0.9 and good["ci_low"] > 0.5  # 5 classes: chance 0.2
+    sub = json.loads(good["sub_scores"])
+    assert set(sub["class"]) == {f"{t[1]}_{t[2]}" for t in fixtures.COLOURED_TAXA[:5]}  # the dataset's own names
+    bad = run(tmp_path / "b", "plankton", tmp_path / "shuffled")
+    assert abs(bad["score"] - 0.2) < 0.2, bad["score"]
+
+
+def test_prompts_read_underscores_as_spaces_and_reject_id_only_names():
+    assert text.readable(" Chaetoceros_sp ") == "Chaetoceros sp" and text.readable("Snowella__Woronichinia") == "Snowella Woronichinia"
+    with pytest.raises(DataError, match="named only by an id"):
+        text.check_names("plantnet", "", ["Lactuca virosa", "1355920"], np.array([0, 1]))
+
+
+def test_inat21_name_forms_come_from_the_folders_and_val_json(tmp_path):
+    spec = get_task("inat21")
+    spec.fixture(tmp_path)
+    ex = spec.read(spec.options(data=tmp_path))
+    names = text.prompt_names(spec, spec.options(data=tmp_path), ex)[""]
+    assert names[0] == "Lumbricus terrestris" and names[2] == "Turdus migratorius"
+    tax = text.prompt_names(spec, spec.options(data=tmp_path, names="taxonomic"), ex)[""]
+    assert tax[0] == "Animalia Annelida Clitellata Haplotaxida Lumbricidae Lumbricus terrestris"
+    with pytest.raises(DataError, match="val.json gives no common_name"):
+        text.prompt_names(spec, spec.options(data=tmp_path, names="scientific+common"), ex)
+    cats = [{"id": i, "image_dir_name": f, "common_name": f"common {i}"} for i, f in enumerate(ex.names(""))]
+    (tmp_path / "val.json").write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
+    both = text.prompt_names(spec, spec.options(data=tmp_path, names="scientific+common"), ex)[""]
+    assert both[0] == "Lumbricus terrestris with common name common 0"
+
+
+def test_plantnet_drops_authors_and_needs_its_names_file(tmp_path):
+    assert without_author("Pelargonium zonale (L.) L'Hér.") == "Pelargonium zonale"
+    assert without_author("Zamia furfuracea L.f.") == "Zamia furfuracea"
+    assert without_author("Mentha × piperita L.") == "Mentha × piperita"
+    assert without_author("Hypericum perforatum subsp. veronense (Schrank) H.Lindb.") == "Hypericum perforatum subsp. veronense"
+    spec = get_task("plantnet")
+    spec.fixture(tmp_path)
+    ex = spec.read(spec.options(data=tmp_path))
+    assert "Cirsium vulgare" in text.prompt_names(spec, spec.options(data=tmp_path), ex)[""]
+    assert "Cirsium vulgare (Savi) Ten." in text.prompt_names(spec, spec.options(data=tmp_path, names="as-given"), ex)[""]
+    (tmp_path / "plantnet300K_species_id_2_name.json").unlink()
+    with pytest.raises(DataError, match="plantnet300K_species_id_2_name.json"):
+        text.prompt_names(spec, spec.options(data=tmp_path), spec.read(spec.options(data=tmp_path)))
+
+
+@pytest.mark.parametrize("layout", ["saved", "folders"])
+def test_rare_species_name_forms_from_the_ranks_and_the_common_column(tmp_path, layout):
+    spec = get_task("rarespecies")
+    spec.fixture(tmp_path, layout=layout)
+    opts = spec.options(data=tmp_path)
+    assert "Acanthochelys macrocephala" in text.prompt_names(spec, opts, spec.read(opts))[""]
+    opts = spec.options(data=tmp_path, names="taxonomic+common")
+    names = text.prompt_names(spec, opts, spec.read(opts))[""]
+    assert "Animalia Chordata Aves Accipitriformes Accipitridae Haliaeetus vociferoides with common name Madagascar fish eagle" in names
+
+
+def test_every_classification_task_with_class_names_has_the_text_route(tmp_path):
+    for name in ("plankton", "plantnet", "inat21", "rarespecies", "birds525", "imagenet", "iwildcam", "ecdysis"):
+        assert get_task(name).supports("text") and get_task(name).supports("probe"), name
+    for name, index, expected in (("birds525", 1, "bald eagle"), ("imagenet", 0, "tench")):
+        spec = get_task(name)
+        spec.fixture(tmp_path / name)
+        opts = spec.options(data=tmp_path / name)
+        assert text.prompt_names(spec, opts, spec.read(opts))[""][index] == expected
