@@ -103,7 +103,7 @@ def test_rare_species_name_forms_from_the_ranks_and_the_common_column(tmp_path, 
 
 
 def test_every_classification_task_with_class_names_has_the_text_route(tmp_path):
-    for name in ("plankton", "plantnet", "inat21", "rarespecies", "birds525", "imagenet", "iwildcam", "ecdysis"):
+    for name in ("plankton", "plantnet", "inat21", "rarespecies", "birds525", "imagenet", "ecdysis"):
         assert get_task(name).supports("text") and get_task(name).supports("probe"), name
     for name, index, expected in (("birds525", 1, "bald eagle"), ("imagenet", 0, "tench")):
         spec = get_task(name)

@@ -23,10 +23,6 @@ class; scores are broken down by location.
 
 Bad inputs: a missing metadata.csv or column, an empty or non-integer `y`, an empty filename,
 or a listed image missing from train/ is a `DataError` naming the file and line.
-
-Zero-shot (the text route, `method = "zero-shot"` models): the test images against the names in
-categories.csv in OpenAI's 80 templates; a class without a name there (its index only) is a
-`DataError`.
 """
 
 from __future__ import annotations
@@ -155,4 +151,4 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES,
-                              probe=Ridge(scoring="macro_f1"), metric=MACRO_F1, routes=("probe", "text")))  # fmt: skip
+                              probe=Ridge(scoring="macro_f1"), metric=MACRO_F1))  # fmt: skip
