@@ -38,7 +38,7 @@ AP, nDCG and MRR see one strict ranking. Answers are cached with every other MLL
 (the results database, keyed by model and request), so a rerun pays nothing twice. Its rows
 share the task's column with the CLIP rows (same metric, same queries); the sub-scores add how
 many candidates were scored by log-probabilities, by the answer, unparsed or failed (scored 0).
-
+"""
 
 from __future__ import annotations
 
