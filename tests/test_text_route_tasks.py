@@ -110,3 +110,71 @@ def test_every_classification_task_with_class_names_has_the_text_route(tmp_path)
         spec.fixture(tmp_path / name)
         opts = spec.options(data=tmp_path / name)
         assert text.prompt_names(spec, opts, spec.read(opts))[""][index] == expected
+
+
+# Downloads of the zero-shot sets
+
+
+def local_server(directory):
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_camera_traps_download_fetches_the_csvs_then_every_image_with_md5(tmp_path):
+    import dataclasses
+
+    from biobench.tasks.clip_sets import CAMERA_TRAP_RESOURCES
+
+    spec = get_task("idle-oo-camera-traps")
+    served = tmp_path / "served"
+    spec.fixture(served / "fixture")
+    server, base = local_server(served)
+    try:
+        mirrored = []
+        for r in CAMERA_TRAP_RESOURCES:  # the CSVs the fixture has, their LILA URLs pointing at the local server
+            csv = served / "fixture" / r.filename
+            if csv.is_file():
+                (served / r.filename).write_text(
+                    csv.read_text().replace("https://storage.googleapis.com/public-datasets-lila/", f"{base}/lila/")
+                )
+                mirrored.append(dataclasses.replace(r, url=f"{base}/{r.filename}"))
+        assert len(mirrored) == 2
+        for csv in (served / "fixture").glob("*-balanced.csv"):  # LILA's copy of each image, at url_gcp
+            subset = csv.name.removesuffix("-balanced.csv")
+            for i, img in enumerate(sorted((served / "fixture" / subset).glob("*.jpg"))):
+                (served / "lila" / subset / "images").mkdir(parents=True, exist_ok=True)
+                (served / "lila" / subset / "images" / f"{i}.jpg").write_bytes(img.read_bytes())
+        broken = served / "lila" / "ENA24" / "images" / "3.jpg"
+        good = broken.read_bytes()
+        broken.write_bytes(b"not the image")
+        target = tmp_path / "target"
+        with pytest.raises(DataError, match=r"(?s)1 of 60 idle-oo-camera-traps images failed.*0003\.jpg.*md5") as err:
+            spec.fetch(target, tuple(mirrored))
+        assert "Rerun" in str(err.value) and not (target / "ENA24" / "0003.jpg").exists()
+        broken.write_bytes(good)
+        spec.fetch(target, tuple(mirrored))  # the rerun fetches what failed
+        got, want = spec.read(spec.options(data=target)), spec.read(spec.options(data=served / "fixture"))
+        assert got.table.equals(want.table) and [p.read_bytes() for p in got.images.paths] == [p.read_bytes() for p in want.images.paths]
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("name", ["nabirds", "meta-album-plk"])
+def test_sets_behind_a_form_or_without_an_address_print_the_steps_and_layout(tmp_path, name):
+    with pytest.raises(DataError) as err:
+        get_task(name).fetch(tmp_path / "d")
+    text = str(err.value)
+    assert "Get it by hand" in text and f"{tmp_path / 'd'}/metadata.csv" in text and "filepath" in text
+    assert ("dl.allaboutbirds.org/nabirds" in text) == (name == "nabirds") and ("meta-album.github.io" in text) != (name == "nabirds")
+    get_task(name).fixture(tmp_path / "placed")
+    get_task(name).fetch(tmp_path / "placed")  # laid out by hand: nothing to do
