@@ -207,12 +207,17 @@ def evaluate_mllm(options: Options, examples: Examples, client, ctx) -> TaskRepo
     queries, no_candidates = queries_of(examples)
     paths, image = examples.images.paths, table["image"].to_numpy()
     side = client.model.max_image_side
-    requests = []
-    for query, i in zip(table["subtask"].to_list(), image):
-        content = [{"type": "image_url", "image_url": {"url": encode_image(paths[i], max_side=side)}},
-                   {"type": "text", "text": PROMPT.format(query=query)}]  # fmt: skip
-        requests.append([{"role": "user", "content": content}])
-    answers = client.answer_all(requests, top_logprobs=TOP_LOGPROBS)
+    subtask_list = table["subtask"].to_list()
+    answers: list = [None] * table.height
+    for query in queries:  # one query's candidates at a time: only 100 encoded images in memory
+        rows = [r for r, q in enumerate(subtask_list) if q == query]
+        requests = []
+        for r in rows:
+            content = [{"type": "image_url", "image_url": {"url": encode_image(paths[image[r]], max_side=side)}},
+                       {"type": "text", "text": PROMPT.format(query=query)}]  # fmt: skip
+            requests.append([{"role": "user", "content": content}])
+        for r, answer in zip(rows, client.answer_all(requests, top_logprobs=TOP_LOGPROBS), strict=True):
+            answers[r] = answer
     read = [yes_score(a) for a in answers]
     if all(how == "failed" for _, how in read):
         from biobench.errors import BiobenchError
