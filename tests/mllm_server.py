@@ -9,6 +9,11 @@ examples it answers that it is not sure. Failure modes are scripted per request:
   ("ok", "429", "500", "malformed", "stall", "401", "garbage", "plain");
 - `default`: the mode once the script is used up.
 
+`judge`, when set, answers instead from the prompt text and the (last) image's mean colour:
+it returns the answer text and the first token's top log-probabilities (a list of
+(token, logprob)), sent as `choices[0].logprobs` (OpenAI's layout) only when the request asks
+for `logprobs` and `logprobs_enabled` is on: a provider that gives none is `logprobs_enabled = False`.
+
 It records, per request: arrival time (monotonic), number of images, a digest of the
 query image, the Authorization header, the mode it used and the answer it gave, and
 the highest number of requests in flight at once.
@@ -55,6 +60,12 @@ class ServerState:
     completion_tokens: int = 10
     responder: Callable[[str, int], str] | None = None
     """When set, the answer to an "ok" request is responder(prompt text, number of images) instead of the 1-NN label."""
+    judge: Callable[[str, np.ndarray], tuple[str, list[tuple[str, float]]]] | None = None
+    """When set, an "ok" request is answered by judge(prompt text, mean RGB of the last image) -> (text, top logprobs)."""
+    logprobs_enabled: bool = True
+    """Whether `judge`'s log-probabilities are sent (to requests asking for them)."""
+    logprob_requests: int = 0
+    """Requests that asked for log-probabilities."""
     records: list[Record] = dataclasses.field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -65,6 +76,7 @@ class ServerState:
             self.script, self.default, self.retry_after = [], "ok", "0"
             self.stall_s, self.latency_s, self.error_message = 2.0, 0.0, "server error"
             self.prompt_tokens, self.completion_tokens, self.responder = 1000, 10, None
+            self.judge, self.logprobs_enabled, self.logprob_requests = None, True, 0
             self.records, self.in_flight, self.max_in_flight = [], 0, 0
 
     def next_mode(self) -> str:
@@ -160,7 +172,18 @@ def make_app(state: ServerState) -> web.Application:
             if mode == "stall":
                 await asyncio.sleep(state.stall_s)
             label = nearest_answer(images, answers)
-            if state.responder is not None and mode == "ok":
+            logprobs = None
+            if body.get("logprobs"):
+                with state.lock:
+                    state.logprob_requests += 1
+            if state.judge is not None and mode == "ok":
+                text, tops = state.judge(text, mean_colour(images[-1]))
+                if body.get("logprobs") and state.logprobs_enabled:
+                    k = int(body.get("top_logprobs") or 1)
+                    tops = sorted(tops, key=lambda t: -t[1])[:k]
+                    logprobs = {"content": [{"token": tops[0][0], "logprob": tops[0][1], "bytes": None,
+                                             "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in tops]}]}  # fmt: skip
+            elif state.responder is not None and mode == "ok":
                 text = state.responder(text, len(images))
             elif mode == "garbage" or label is None:
                 text = "I am not sure what this is."
@@ -175,7 +198,9 @@ def make_app(state: ServerState) -> web.Application:
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": body.get("model", "test"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": logprobs}
+                    ],
                     "usage": {
                         "prompt_tokens": state.prompt_tokens,
                         "completion_tokens": state.completion_tokens,

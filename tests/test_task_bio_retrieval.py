@@ -58,12 +58,34 @@ def test_missing_image_and_bad_md5_rows_are_counted_skips(tmp_path, caplog):
     (tmp_path / "images" / "1003.jpg").unlink()
     (tmp_path / "images" / "1004.jpg").write_bytes(b"not the same image")
     ex = spec.read(spec.options(data=tmp_path))
-    assert len(ex.images) == 22 and len(ex.classnames["skipped"]) == 2
-    assert "1003: missing" in caplog.text or "1003" in " ".join(ex.classnames["skipped"])
+    assert len(ex.images) == 22 and ex.skipped == {"image missing": 1, "md5 differs": 1}
+    assert "1003: image missing" in caplog.text
     assert len(spec.read(spec.options(data=tmp_path, check_md5=False)).images) == 23
     (tmp_path / "cornell_bird.csv").write_text(",id,source_url,captions,md5\n0,1,u,,x\n")
     with pytest.raises(DataError, match="captions"):
         spec.read(spec.options(data=tmp_path))
+
+
+def test_counted_skips_reach_the_stored_report_and_its_drill_down(tmp_path):
+    import json
+
+    from biobench import cli, report
+
+    spec = get_task("cornell-bird-retrieval")
+    spec.fixture(tmp_path / "d")
+    (tmp_path / "d" / "images" / "1003.jpg").unlink()
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        f'device = "cpu"\nn_workers = 0\nn_jobs = 1\nn_bootstrap = 50\nreport_to = "{tmp_path / "results"}"\n'
+        f'cache_dir = "{tmp_path / "cache"}"\n\n[[models]]\norg = "builtin"\nckpt = "colour-clip"\nmethod = "zero-shot"\n\n'
+        f'[data]\ncornell-bird-retrieval = "{tmp_path / "d"}"\n'
+    )
+    assert cli.main(["run", str(cfg)]) == 0
+    (row,) = report.load(tmp_path / "results" / "results.sqlite")
+    assert json.loads(row["sub_scores"])["skipped"] == {"image missing": 1}
+    html = tmp_path / "report.html"
+    assert cli.main(["report", "--db", str(tmp_path / "results" / "results.sqlite"), "--format", "html", "--out", str(html)]) == 0
+    assert "image missing" in html.read_text()
 
 
 def test_download_fetches_every_listed_url_and_checks_md5(tmp_path):

@@ -41,9 +41,13 @@ SPECIAL_DOWNLOADS = {
     "ecdysis": "its metadata link is read from the collection's download page, then every image is fetched; "
     "tests/test_task_ecdysis.py::test_download_reads_the_page_link_and_fetches_every_image serves those",
     **{
-        name: "a BioCLIP 2 zero-shot set: its images come from each source (no download yet)"
+        name: "a BioCLIP 2 zero-shot set behind a form or without a stable address: its download prints the steps "
+        "(tests/test_text_route_tasks.py::test_sets_behind_a_form_or_without_an_address_print_the_steps_and_layout)"
         for name in __import__("biobench.tasks.clip_sets", fromlist=["SETS"]).SETS
+        if name != "idle-oo-camera-traps"
     },
+    "idle-oo-camera-traps": "its last step fetches every image its CSVs list from LILA with md5 "
+    "(tests/test_text_route_tasks.py::test_camera_traps_download_fetches_the_csvs_then_every_image_with_md5)",
     **{
         name: "its last step fetches every image its CSV lists by URL with md5 (tests/test_task_bio_retrieval.py)"
         for name in ("cornell-bird-retrieval", "plantid-retrieval")

@@ -72,6 +72,7 @@ def test_rows_with_empty_traits_are_dropped_and_counted(data, caplog):
     ex = fishnet.read(cfg)
     assert not any(i.endswith(gone) for i in ex.table["id"])
     assert ex.table.height == 160 + 80 - 3 - 2
+    assert ex.skipped == {"empty trait": 3 + 2}
 
 
 def test_missing_image_names_file_and_row(data):

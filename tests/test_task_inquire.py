@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, ndcg_score
@@ -111,3 +113,115 @@ def test_one_config_with_a_probe_task_a_zero_shot_task_and_inquire_stores_all_th
     assert cli.main(["report", "--db", str(tmp_path / "results" / "results.sqlite")]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("plankton", "nabirds", "inquire-rerank")), out
+
+
+def test_the_validation_split_reads_inquires_val_query_list(tmp_path):
+    get_task("inquire-rerank").fixture(tmp_path / "d")
+    for f in (tmp_path / "d" / "data").glob("test-*.parquet"):
+        f.rename(f.with_name(f.name.replace("test-", "validation-")))
+    (tmp_path / "d" / "inquire_queries_val.csv").write_text(
+        ",query_id,query_text,supercategory,category,iconic_group\n0,3,a lost query,Behavior,Miscellaneous Behavior,Birds\n"
+    )
+    spec = get_task("inquire-rerank")
+    ex = spec.read(spec.options(data=tmp_path / "d", split="validation"))
+    assert ex.names("") == ("a lost query",) and ex.table["subtask"].n_unique() == 6
+
+
+# The MLLM route: relevance questions against the local OpenAI-compatible server (tests/mllm_server.py)
+
+
+def colour_judge(prompt: str, rgb):
+    """Answers "Yes" when the image's mean colour is nearest the colour the query names, with log-probabilities
+    graded by how near it is."""
+    from biobench import fixtures
+
+    palette = {c: np.asarray(v) * 255 for c, *_, v in fixtures.COLOURED_TAXA}
+    named = next(c for c in palette if f" {c} " in prompt.lower())
+    d = {c: float(np.linalg.norm(rgb - v)) for c, v in palette.items()}
+    margin = min(v for c, v in d.items() if c != named) - d[named]  # > 0: nearest the named colour
+    p = float(np.clip(1 / (1 + np.exp(-margin / 20)), 1e-6, 1 - 1e-6))
+    return ("Yes" if p > 0.5 else "No"), [("Yes", float(np.log(p))), ("No", float(np.log(1 - p))), ("Maybe", -9.0)]
+
+
+def rerank_client(server, cache=None):
+    from biobench.config import Model
+    from biobench.mllm import registry
+    from biobench.mllm.client import Client
+
+    model = Model("local", "test-vlm", method="mllm", base_url=server.url, context_tokens=100_000, usd_per_m_input=1.0,
+                  usd_per_m_output=2.0, max_rps=500.0, parallel=8, backoff_s=0.01, max_backoff_s=0.05, timeout_s=5.0)  # fmt: skip
+    return Client(model, registry.resolve(model), cache=cache)
+
+
+def shuffled_candidates(tmp_path):
+    """The fixture's examples with each query's candidates in a random order (the fixture lists relevant ones first)."""
+    import dataclasses
+
+    spec = get_task("inquire-rerank")
+    spec.fixture(tmp_path / "d")
+    ex = spec.read(spec.options(data=tmp_path / "d"))
+    return spec, dataclasses.replace(ex, table=ex.table.sample(fraction=1.0, shuffle=True, seed=3))
+
+
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_mllm_rerank_scores_by_yes_probability_or_by_the_answer(tmp_path, mllm_server, logprobs):
+    from biobench.evaluation import EvalContext
+    from biobench.store import Store
+    from biobench.tasks.inquire import evaluate_mllm
+
+    mllm_server.state.judge = colour_judge
+    mllm_server.state.logprobs_enabled = logprobs
+    spec, ex = shuffled_candidates(tmp_path)
+    with Store(tmp_path / "answers.sqlite") as store, rerank_client(mllm_server, cache=store) as client:
+        out = evaluate_mllm(spec.options(data=tmp_path / "d"), ex, client, EvalContext(n_bootstrap=100))
+        assert len(mllm_server.state.records) == mllm_server.state.logprob_requests == 72
+        assert out.sub_scores["scored_by"] == {
+            "logprobs": 72 if logprobs else 0,
+            "answer": 0 if logprobs else 72,
+            "unparsed": 0,
+            "failed": 0,
+        }
+        assert out.score > 0.9 and out.n_test == 6 and out.cost_usd > 0 and out.n_failed == 0
+        assert all(r.text.startswith('Does this picture show exactly "a ') and r.n_images == 1 for r in mllm_server.state.records)
+        yes = [s for i in out.example_info for s in i["yes_scores"]]
+        assert (len(set(yes)) > 2) == logprobs  # graded probabilities, or 0/1 answers
+        again = evaluate_mllm(spec.options(data=tmp_path / "d"), ex, client, EvalContext(n_bootstrap=100))
+    assert len(mllm_server.state.records) == 72 and again.score == out.score  # every answer came from the cache
+
+
+def test_yes_scores_and_ties_broken_by_candidate_order():
+    from biobench.mllm.client import Answer
+    from biobench.tasks.inquire import break_ties, yes_score
+
+    assert yes_score(Answer("No", top_logprobs=((" yes", np.log(0.3)), ("YES", np.log(0.1)), ("No", np.log(0.4))))) == (0.5, "logprobs")
+    assert yes_score(Answer("Yes", top_logprobs=(("Yes", -0.1), ("Sure", -3.0)))) == (1.0, "logprobs")
+    assert yes_score(Answer("Yes.", top_logprobs=(("Maybe", -0.1),))) == (1.0, "answer")  # neither word: the answer decides
+    assert yes_score(Answer("**No**, it is not.")) == (0.0, "answer")
+    assert yes_score(Answer("It might be.")) == (0.0, "unparsed") and yes_score(Answer(None, error="x")) == (0.0, "failed")
+    s = np.array([1.0, 0.0, 1.0, 0.5, 0.0])
+    assert break_ties(s).tolist() == [5.0, 2.0, 4.0, 3.0, 1.0]  # equal scores: the earlier candidate ranks first
+    y = np.array([0, 1, 1, 0, 0])
+    assert ranking.ap(y, break_ties(s)) == pytest.approx(average_precision_score(y, [5, 2, 4, 3, 1]), abs=1e-12)
+
+
+def test_clip_rows_and_mllm_rows_share_one_inquire_column(tmp_path, mllm_server, capsys):
+    mllm_server.state.judge = colour_judge
+    get_task("inquire-rerank").fixture(tmp_path / "d")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        f'device = "cpu"\nn_workers = 0\nn_jobs = 1\nn_bootstrap = 100\nreport_to = "{tmp_path / "results"}"\n'
+        f'cache_dir = "{tmp_path / "cache"}"\n\n'
+        '[[models]]\norg = "builtin"\nckpt = "colour-clip"\nmethod = "zero-shot"\n\n'
+        f'[[models]]\norg = "local"\nckpt = "test-vlm"\nmethod = "mllm"\nbase_url = "{mllm_server.url}"\ncontext_tokens = 100000\n'
+        "max_rps = 500.0\nparallel = 8\nusd_per_m_input = 1.0\nusd_per_m_output = 2.0\n\n"
+        f'[data]\ninquire-rerank = "{tmp_path / "d"}"\n'
+    )
+    assert cli.main(["run", str(cfg)]) == 0
+    rows = report.load(tmp_path / "results" / "results.sqlite")
+    assert {(r["model"], r["method"]) for r in rows} == {("builtin:colour-clip", "zero-shot"), ("local:test-vlm", "mllm")}
+    assert all(r["score"] > 0.9 for r in rows)
+    capsys.readouterr()
+    assert cli.main(["report", "--db", str(tmp_path / "results" / "results.sqlite"), "--format", "json"]) == 0
+    cells = [c for c in json.loads(capsys.readouterr().out) if c["task"] == "inquire-rerank"]
+    assert {c["model"] for c in cells} == {"builtin:colour-clip", "local:test-vlm"}
+    assert len(mllm_server.state.records) == 72  # one question per candidate

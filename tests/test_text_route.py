@@ -150,3 +150,10 @@ def test_a_second_run_embeds_no_image_and_no_text(tmp_path, monkeypatch):
     stored = json.loads(row["config"])
     assert stored["embedding"]["n_embedded"] == 0 and stored["embedding"]["texts"]["n_embedded"] == 0
     assert stored["embedding"]["texts"]["n_cached"] > 0 and row["score"] > 0.9
+
+
+def test_the_80_templates_are_open_clips_openai_imagenet_templates_in_order():
+    """Against the installed open_clip's own list (callables: each applied to '{}' gives the template)."""
+    metadata = pytest.importorskip("open_clip.zero_shot_metadata")
+    theirs = tuple(f("{}") for f in metadata.OPENAI_IMAGENET_TEMPLATES)
+    assert text.OPENAI_TEMPLATES == theirs and len(set(theirs)) == 80

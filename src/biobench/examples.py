@@ -50,12 +50,18 @@ class Examples:
     """What a sub-task is called in predictions and sub-scores ('task', 'setting', ...)."""
     pool: Literal["mean", "max"] | None = None
     """How the images of one example combine into one feature vector (None: one image per example)."""
+    skipped: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Counted skips: reason -> how many rows of the dataset the reader left out (an image missing, an empty trait...).
+    The routes store them in each report's sub-scores under `skipped`, beside any the evaluation itself counts."""
 
     def __post_init__(self) -> None:
         t = self.table
         missing = [c for c in ("id", "image", "label", "split", *self.info) if c not in t.columns]
         if missing:
             raise ValueError(f"Examples of {self.images.name}: table lacks column(s) {missing}.")
+        bad_skips = {k: v for k, v in self.skipped.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0}
+        if bad_skips:
+            raise ValueError(f"Examples of {self.images.name}: skipped counts must be non-negative ints; got {bad_skips}.")
         if t.height == 0:
             raise DataError(f"{self.images.name}: the dataset lists no examples.")
         bad = t.filter(~pl.col("split").is_in(SPLITS))

@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS mllm_answers (
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     cost_usd REAL,
-    posix_time REAL NOT NULL
+    posix_time REAL NOT NULL,
+    top_logprobs TEXT                  -- JSON [[token, logprob], ...] of the first output token, when asked for
 );
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,              -- JSON of the ExperimentKey being worked on
@@ -206,6 +207,8 @@ class Store:
                 for column, sql_type in ADDED_COLUMNS.items():
                     if column not in have:
                         conn.execute(f"ALTER TABLE experiments ADD COLUMN {column} {sql_type}")
+                if "top_logprobs" not in {row[1] for row in conn.execute("PRAGMA table_info(mllm_answers)")}:
+                    conn.execute("ALTER TABLE mllm_answers ADD COLUMN top_logprobs TEXT")  # added after schema 2, nullable
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise BiobenchError(f"{self.path} is not a usable biobench results database: {err}") from err
@@ -367,17 +370,33 @@ class Store:
     # MLLM answers (the `biobench.mllm.client.AnswerCache` protocol; the store knows nothing of the client)
 
     def get_answer(self, key: str) -> dict | None:
-        """A stored answer as {text, input_tokens, output_tokens, cost_usd}, or None."""
-        row = self.conn.execute("SELECT answer, input_tokens, output_tokens, cost_usd FROM mllm_answers WHERE key = ?", (key,)).fetchone()
-        return None if row is None else dict(zip(("text", "input_tokens", "output_tokens", "cost_usd"), row))
+        """A stored answer as {text, input_tokens, output_tokens, cost_usd} (+ top_logprobs when it has them), or None."""
+        row = self.conn.execute(
+            "SELECT answer, input_tokens, output_tokens, cost_usd, top_logprobs FROM mllm_answers WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        out = dict(zip(("text", "input_tokens", "output_tokens", "cost_usd"), row[:4]))
+        if row[4] is not None:
+            out["top_logprobs"] = tuple((str(t), float(lp)) for t, lp in json.loads(row[4]))
+        return out
 
     def put_answer(self, key: str, model: str, answer) -> None:
         """Keep one answer at once (its own transaction): an interrupted run loses none it paid for."""
         with self.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO mllm_answers (key, model, answer, input_tokens, output_tokens, cost_usd, posix_time) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, model, answer.text or "", answer.input_tokens, answer.output_tokens, _opt_float(answer.cost_usd), time.time()),
+                "INSERT OR REPLACE INTO mllm_answers (key, model, answer, input_tokens, output_tokens, cost_usd, posix_time, "
+                "top_logprobs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    model,
+                    answer.text or "",
+                    answer.input_tokens,
+                    answer.output_tokens,
+                    _opt_float(answer.cost_usd),
+                    time.time(),
+                    None if getattr(answer, "top_logprobs", None) is None else json.dumps([list(p) for p in answer.top_logprobs]),
+                ),  # fmt: skip
             )
 
     def n_answers(self) -> int:

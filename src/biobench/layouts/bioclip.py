@@ -59,6 +59,23 @@ def class_name(row: dict, form: NameForm) -> str:
     return f"{name} with common name {' '.join(row['common_name'].split())}" if second else name
 
 
+def taxon_name(ranks: Sequence[str], form: NameForm, common: str = "") -> str:
+    """`class_name` of a taxon given as its 7 ranks (kingdom ... genus, species epithet) and, for the `+common` and
+    `common` forms, its common name: how tasks whose data holds a taxonomy (iNat21's folders, Rare Species' columns)
+    name classes in BioCLIP's text types."""
+    if len(ranks) != len(RANKS):
+        raise ValueError(f"taxon_name needs the {len(RANKS)} ranks {RANKS}; got {list(ranks)}")
+    row = dict(zip(RANKS, (str(r) for r in ranks)))
+    row["scientific_name"] = f"{row['genus']} {row['species']}"
+    row["common_name"] = common
+    return class_name(row, form)
+
+
+def needs_common(form: NameForm) -> bool:
+    """Whether a name form uses the common name."""
+    return "common" in form
+
+
 def read_metadata(task: str, data: Path, csvs: Sequence[Path], form: NameForm, *, subtasks: bool = False) -> Examples:
     """Every row of `csvs` as a test example named by `form` (one sub-task per CSV, named by its stem, with `subtasks`)."""
     need = ("filepath", *columns_for(form))

@@ -78,6 +78,9 @@ class Answer:
     attempts: int = 0
     """Requests sent for this answer (0 when it came from the cache)."""
     cached: bool = False
+    top_logprobs: tuple[tuple[str, float], ...] | None = None
+    """The first output token's most likely tokens as (token, log-probability), when asked for and the provider
+    returned them (None otherwise)."""
 
 
 class AnswerCache(Protocol):
@@ -239,7 +242,7 @@ class Client:
 
     # Requests
 
-    def request_key(self, messages: Sequence[dict]) -> str:
+    def request_key(self, messages: Sequence[dict], top_logprobs: int | None = None) -> str:
         """Identity of a request for the answer cache: everything that shapes the answer, nothing secret."""
         m = self.model
         payload = {
@@ -249,24 +252,29 @@ class Client:
             "max_tokens": m.max_output_tokens,
             "messages": list(messages),
         }
+        if top_logprobs:  # only then: keys of requests without log-probabilities are unchanged
+            payload["top_logprobs"] = top_logprobs
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def answer_all(self, requests: Sequence[Sequence[dict]]) -> list[Answer]:
-        """Answers to many requests, concurrently within the limits, in request order."""
-        return self.run(self._answer_all(requests))
+    def answer_all(self, requests: Sequence[Sequence[dict]], *, top_logprobs: int | None = None) -> list[Answer]:
+        """Answers to many requests, concurrently within the limits, in request order. `top_logprobs`: also ask for
+        that many alternatives of each output token (`Answer.top_logprobs`, where the provider gives them)."""
+        return self.run(self._answer_all(requests, top_logprobs))
 
-    async def _answer_all(self, requests: Sequence[Sequence[dict]]) -> list[Answer]:
+    async def _answer_all(self, requests: Sequence[Sequence[dict]], top_logprobs: int | None = None) -> list[Answer]:
         semaphore = asyncio.Semaphore(self.model.parallel)
         try:
             async with asyncio.TaskGroup() as group:  # BudgetExhausted in one cancels the rest
-                tasks = [group.create_task(self.answer(msgs, semaphore)) for msgs in requests]
+                tasks = [group.create_task(self.answer(msgs, semaphore, top_logprobs=top_logprobs)) for msgs in requests]
         except BaseExceptionGroup as group_error:
             raise _first(group_error) from None  # callers see BudgetExhausted, not a group of them
         return [t.result() for t in tasks]
 
-    async def answer(self, messages: Sequence[dict], semaphore: asyncio.Semaphore | None = None) -> Answer:
+    async def answer(
+        self, messages: Sequence[dict], semaphore: asyncio.Semaphore | None = None, *, top_logprobs: int | None = None
+    ) -> Answer:
         """One answer: from the cache, or from the API with retries; failures come back as an `Answer` with an error."""
-        key = self.request_key(messages)
+        key = self.request_key(messages, top_logprobs)
         if self.cache is not None:
             hit = self.cache.get_answer(key)
             if hit is not None:
@@ -283,7 +291,7 @@ class Client:
                     await self._limiter.wait()
                     self.stats.requests += 1
                     attempt += 1
-                    answer = await self._send(messages, attempt)
+                    answer = await self._send(messages, attempt, top_logprobs)
             except _Retry as retry:
                 if attempt > m.max_retries:
                     self.stats.failed += 1
@@ -313,10 +321,12 @@ class Client:
             return max(min(retry_after, MAX_RETRY_AFTER_S), backoff)
         return backoff
 
-    async def _send(self, messages: Sequence[dict], attempt: int) -> Answer:
+    async def _send(self, messages: Sequence[dict], attempt: int, top_logprobs: int | None = None) -> Answer:
         lm = litellm()
         m = self.model
-        kwargs = {"api_base": m.base_url} if m.base_url else {}
+        kwargs: dict = {"api_base": m.base_url} if m.base_url else {}
+        if top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=top_logprobs)
         if self._api_key is not None:
             kwargs["api_key"] = self._api_key
         try:
@@ -347,7 +357,8 @@ class Client:
             n_in = count_tokens(messages, self.token_model)
         if n_out is None:
             n_out = int(lm.token_counter(model=self.token_model, text=text or ""))
-        return Answer(text or "", input_tokens=int(n_in), output_tokens=int(n_out), cost_usd=self.cost(n_in, n_out), attempts=attempt)
+        return Answer(text or "", input_tokens=int(n_in), output_tokens=int(n_out), cost_usd=self.cost(n_in, n_out), attempts=attempt,
+                      top_logprobs=first_token_logprobs(response) if top_logprobs else None)  # fmt: skip
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         s = self.spec
@@ -372,6 +383,23 @@ class Client:
         if isinstance(err, json.JSONDecodeError):
             return _Retry(reason)
         return _Fail(reason)
+
+
+def _field(obj, name: str):
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def first_token_logprobs(response) -> tuple[tuple[str, float], ...] | None:
+    """`choices[0].logprobs.content[0].top_logprobs` of a chat completion as (token, logprob) pairs; None when absent."""
+    try:
+        content = _field(_field(response.choices[0], "logprobs"), "content")
+        if not content:
+            return None
+        tops = _field(content[0], "top_logprobs") or []
+        pairs = tuple((str(_field(t, "token")), float(_field(t, "logprob"))) for t in tops)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return pairs or None
 
 
 def _cannot_connect(err: BaseException) -> bool:

@@ -100,6 +100,16 @@ def text_reports(
     yield from _embedded_reports(backbone, task_name, experiments, keys, cfg, examples, evaluate)
 
 
+def with_skips(result, examples: Examples):
+    """`result` with the reader's counted skips (`Examples.skipped`) added to its sub-scores' `skipped` (reason -> count)."""
+    if not examples.skipped:
+        return result
+    mine = dict(result.sub_scores.get("skipped") or {})
+    for reason, n in examples.skipped.items():
+        mine[reason] = mine.get(reason, 0) + n
+    return dataclasses.replace(result, sub_scores={**result.sub_scores, "skipped": mine})
+
+
 def _embedded_reports(backbone, task_name, experiments, keys, cfg: Config, examples: Examples | None, evaluate) -> Iterator[Report]:
     """What the feature routes share: read (unless given), embed the images once (cache first), then per
     experiment `evaluate(spec, options, examples, features, ctx, cache) -> (TaskReport, extra embedding info)`."""
@@ -119,7 +129,7 @@ def _embedded_reports(backbone, task_name, experiments, keys, cfg: Config, examp
         result, extra = evaluate(spec, options, examples, emb.features, context(cfg, key, device), cache)
         yield Report(
             key,
-            result,
+            with_skips(result, examples),
             config=run_config(exp, options, {**dataclasses.asdict(s), "device": device}, embedding={**embedding_info(emb), **extra}),
             provenance=provenance.provenance(device),
             data_fingerprint=data_fp,
@@ -147,10 +157,11 @@ def mllm_reports(
     data_fp = data_fingerprint(examples.images.fingerprint(examples.images.keys(s.cache_keys)), examples)
     for exp, key in zip(experiments, keys, strict=True):
         spent = client.stats.spent_usd
-        result = mllm.evaluate(spec, examples, client, context(cfg, key, "api"))
+        ctx = context(cfg, key, "api")
+        result = spec.mllm(options, examples, client, ctx) if spec.mllm is not None else mllm.evaluate(spec, examples, client, ctx)
         yield Report(
             key,
-            result,
+            with_skips(result, examples),
             config=run_config(
                 exp,
                 options,

@@ -16,7 +16,14 @@ zero-shot classification:
   route computes it (`routes.probe.score`); sub-scores add top-5 accuracy (`metrics`) and
   each class's accuracy (`class`).
 
-A class-name list that does not cover the labels is a `DataError`.
+The class names come from `TaskSpec.text_names(options, examples)` where a task offers
+name forms (iNat21's folder taxonomy, Rare Species' ranks, Pl@ntNet's species without the
+author), else from `Examples.classnames`; either way `readable` turns underscores into spaces
+(plankton's `Chaetoceros_sp`). So every classification task with class names joins the route
+by listing "text" in its routes, and nothing is copied per task.
+
+A class-name list that does not cover the labels, an empty name, or a name that is only an
+id (digits: a Pl@ntNet species id, an iWildCam category without a name) is a `DataError`.
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ OPENAI_TEMPLATES = (
     "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.", "a toy {}.",
     "itap of my {}.", "a photo of a cool {}.", "a photo of a small {}.", "a tattoo of the {}.",
 )  # fmt: skip
-"""OpenAI's 80 ImageNet prompt templates (Radford et al. 2021), as BioCLIP and BioCLIP 2 use them for zero-shot."""
+"""OpenAI's 80 ImageNet prompt templates (Radford et al. 2021), as BioCLIP and BioCLIP 2 use them for zero-shot;
+equal, in order, to open_clip's `zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES` (tests/test_text_route.py checks)."""
 assert len(OPENAI_TEMPLATES) == 80
 
 TEMPLATES: dict[str, tuple[str, ...]] = {"openai": OPENAI_TEMPLATES, "single": ("a photo of {}.",)}
@@ -76,6 +84,17 @@ def class_embeddings(names: Sequence[str], templates: Sequence[str], encode: Tex
     return emb / np.where(norm > 0, norm, 1.0)
 
 
+def readable(name: str) -> str:
+    """A class name as a prompt says it: underscores read as spaces, runs of whitespace as one space."""
+    return " ".join(str(name).replace("_", " ").split())
+
+
+def prompt_names(spec: TaskSpec, options, examples: Examples) -> dict[str, tuple[str, ...]]:
+    """Sub-task -> the class names zero-shot prompts with (`TaskSpec.text_names`, else the examples' own), `readable`."""
+    raw = spec.text_names(options, examples) if spec.text_names is not None else examples.classnames
+    return {k: tuple(readable(n) for n in v) for k, v in raw.items()}
+
+
 def check_names(task: str, subtask: str, names: Sequence[str], labels: np.ndarray) -> None:
     """A `DataError` unless every label has a (non-empty, distinct) class name."""
     where = f"{task}{f' ({subtask})' if subtask else ''}"
@@ -89,6 +108,12 @@ def check_names(task: str, subtask: str, names: Sequence[str], labels: np.ndarra
     blank = [i for i, n in enumerate(names) if not str(n).strip()]
     if blank:
         raise DataError(f"{where}: class {blank[0]} has an empty name; every class needs a name to prompt with.")
+    ids = [i for i, n in enumerate(names) if str(n).strip().isdigit()]
+    if ids:
+        raise DataError(
+            f"{where}: class {ids[0]} is named only by an id ({names[ids[0]]!r}; {len(ids)} such); zero-shot prompts need "
+            "the class's name: add the dataset's names file (see the task's documentation)."
+        )
 
 
 def zero_shot(
@@ -105,13 +130,15 @@ def zero_shot(
     subtask = table["subtask"].to_numpy() if "subtask" in table.columns else np.full(table.height, NO_SUBTASK)
     test_rows, preds, top = [], [], []
     per_class: dict[str, dict] = {}
+    prompts = prompt_names(spec, options, examples)
     for name in examples.subtasks:
         rows = np.flatnonzero((subtask == name) & (split == "test"))
         if not len(rows):
             continue
-        names = list(examples.names(name))
+        names = list(prompts.get(name) or prompts.get(NO_SUBTASK) or ())
         check_names(spec.name, name, names, labels[rows])
         sims = x[rows] @ class_embeddings(names, templates, encode).T
+        names = list(examples.names(name)) or names  # sub-scores keep the dataset's own class names
         order = np.argsort(-sims, axis=1, kind="stable")[:, :TOP_K]
         test_rows.append(rows)
         preds.append(order[:, 0])

@@ -19,7 +19,8 @@ the mean of the six recalls; per-query scores (the mean over k of the hits) are 
 row (`i2t:ID`, `t2i:ID`), and the interval resamples queries. Sub-scores: each recall.
 Bad inputs: a missing CSV or column, a repeated id, an empty caption are `DataError`s naming the
 line; a row whose image is missing, or whose file fails its md5 (with `check_md5`), is a
-counted, logged skip (the count is in the sub-scores as `skipped`).
+counted, logged skip (`Examples.skipped`: "image missing" / "md5 differs" -> count, stored in the
+sub-scores as `skipped`).
 """
 
 from __future__ import annotations
@@ -79,11 +80,13 @@ def make_read(name: str):
         df = read_csv(name, data, csv, ("id", "captions", "md5"))
         require_filled(name, df, csv, ("id", "captions"))
         require_unique(name, df, csv, "id", "image id")
-        keep, paths, skipped = [], [], []
+        keep, paths, skipped, counts = [], [], [], {"image missing": 0, "md5 differs": 0}
         for i, row in enumerate(df.iter_rows(named=True)):
             path = _image(data, row["id"])
             if path is None or (options.check_md5 and row["md5"] and md5sum(path) != row["md5"].strip().lower()):
-                skipped.append(f"line {row['_line']} ({row['id']}: {'missing' if path is None else 'md5 differs'})")
+                reason = "image missing" if path is None else "md5 differs"
+                counts[reason] += 1
+                skipped.append(f"line {row['_line']} ({row['id']}: {reason})")
                 continue
             keep.append(i)
             paths.append(path)
@@ -95,7 +98,7 @@ def make_read(name: str):
         rows = df[keep]
         images = ImageSet(name, rows["id"].to_list(), paths)
         return one_per_image(images, np.zeros(len(keep)), ["test"] * len(keep), columns={"caption": rows["captions"].to_list()},
-                             classnames={"skipped": tuple(skipped)})  # fmt: skip
+                             skipped={k: v for k, v in counts.items() if v})  # fmt: skip
 
     return read
 
@@ -123,7 +126,7 @@ def evaluate_text(options: Options, examples: Examples, features, encode, ctx) -
             scores.append(float(mine[i]))
             infos.append({"direction": d, "label": image_id, "pred": table["id"][int(best[i])], "chance": chance})
     ci = stats.mean_ci(np.asarray(scores), n_resamples=ctx.n_bootstrap, seed=ctx.seed)
-    sub = {"recall": {k: float(v.mean()) for k, v in hits.items()}, "skipped": {"rows": len(examples.classnames.get("skipped", ()))}}
+    sub = {"recall": {k: float(v.mean()) for k, v in hits.items()}}  # the reader's skips join them in the routes
     return TaskReport(MEAN_RECALL.name, ci.estimate, ci.low, ci.high, 0, ids, np.asarray(scores), infos, sub,
                       seconds_score=time.perf_counter() - start)  # fmt: skip
 

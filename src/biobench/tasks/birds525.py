@@ -30,6 +30,9 @@ Bad inputs: a missing split folder, a split folder with no class folders, or a c
 folder with no image is a `DataError` naming it; a species with test images but no
 training folder is kept (never predicted, so always wrong) and its count is logged; an
 unreadable image is a `DataError` when it is embedded.
+
+Zero-shot (the text route, `method = "zero-shot"` models): the test images against the species
+folder names in lower case ("bald eagle") in OpenAI's 80 templates; no training draws.
 """
 
 from __future__ import annotations
@@ -144,5 +147,11 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
     (root / "birds.csv").write_text("\n".join(lines) + "\n")
 
 
+def text_names(options: Options, examples: Examples) -> dict[str, tuple[str, ...]]:
+    """Zero-shot names: the species folders (upper case, "BALD EAGLE") in lower case ("bald eagle")."""
+    return {k: tuple(n.lower() for n in v) for k, v in examples.classnames.items()}
+
+
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, download=download, probe=SimpleShot(),
-                              metric=ACCURACY, uses_n_train=False, repeats=repeats_for))  # fmt: skip
+                              metric=ACCURACY, uses_n_train=False, repeats=repeats_for, routes=("probe", "text"),
+                              text_names=text_names))  # fmt: skip

@@ -17,8 +17,17 @@ idle-oo-camera-traps:   DIR/<LILA set>-balanced.csv (ENA24, desert-lion, island,
                         orinoquia), each its own sub-task ("set") with its own classes
 ```
 
-Getting the data: the annotation CSVs are in the two repositories above; the images from each
-source (`biobench download` does not fetch them yet). Place them as above.
+Getting the data (`biobench download NAME --dir DIR`):
+
+- `idle-oo-camera-traps`: fetched. The five CSVs from BioCAP's repository
+  (`data/classification_annotation/camera_trap/`), then every image a CSV lists from LILA's
+  public bucket (its `url_gcp` column, md5-checked against `hashsum_original`), saved at its
+  `filepath`; files already there are kept, failures are counted and listed, and a rerun
+  fetches only what is missing. (LILA's originals, not IDLE-OO's resized PNGs: the images
+  differ in size, which a backbone's own resize removes.)
+- `nabirds`: the Cornell Lab hands NABirds out after a form, so the download prints the steps
+  and the layout (`DataError`).
+- `meta-album-*`: printed steps too: each mini set comes from the Meta-Album site as one zip.
 
 Protocol (the text route only: `method = "zero-shot"` models): every row is a test image; class
 names in the form `names` selects (BioCLIP's text types; default scientific + common, "Tamias
@@ -38,9 +47,12 @@ from typing import Literal
 import numpy as np
 
 from biobench import fixtures
+from biobench.download import Resource, fetch_many, manual_steps, md5sum
+from biobench.errors import DataError
 from biobench.examples import Examples
 from biobench.layouts import missing_data
 from biobench.layouts.bioclip import NameForm, read_metadata
+from biobench.layouts.tables import read_csv
 from biobench.metrics import STRATIFIED_ACCURACY
 from biobench.tasks import register_task
 from biobench.tasks.spec import TaskSpec
@@ -79,6 +91,12 @@ SETS = {
     "idle-oo-camera-traps": ("idle-oo", "IDLE-OO camera traps: five balanced LILA sets"),
 }  # fmt: skip
 CAMERA_TRAP_SETS = ("ENA24", "desert-lion", "island", "ohio-small-animals", "orinoquia")
+_BIOCAP = "https://raw.githubusercontent.com/Imageomics/biocap/main/data/classification_annotation/camera_trap"
+CAMERA_TRAP_RESOURCES = tuple(
+    Resource(f"{_BIOCAP}/{s}-balanced.csv", f"{s}-balanced.csv", None, (f"{s}-balanced.csv",), extract=False) for s in CAMERA_TRAP_SETS
+)
+"""The camera traps' annotation CSVs (BioCAP publishes no md5); their images follow (`fetch_camera_trap_images`)."""
+META_ALBUM = "https://meta-album.github.io/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +126,49 @@ def make_read(name: str):
     return read
 
 
+def fetch_camera_trap_images(root: Path) -> None:
+    """Every image the camera-trap CSVs list, from its `url_gcp` into DIR/<filepath>, md5-checked (`hashsum_original`)."""
+    root = Path(root)
+    jobs = []
+    for csv in _csvs("idle-oo-camera-traps", root):
+        df = read_csv("idle-oo-camera-traps", root, csv, ("url_gcp", "filepath", "hashsum_original"))
+        bad = df.filter(df["url_gcp"].is_null() | df["filepath"].is_null())
+        if bad.height:
+            raise DataError(f"idle-oo-camera-traps: {csv} line {bad['_line'][0]} has no url_gcp or filepath; fix or remove the row.")
+        jobs += [(u, root / f, m or None) for u, f, m in zip(df["url_gcp"], df["filepath"], df["hashsum_original"])]
+    fetch_many("idle-oo-camera-traps images", jobs, workers=8)
+
+
+def manual_download(name: str):
+    def download(root: Path) -> None:
+        if (Path(root) / "metadata.csv").is_file():
+            return  # laid out by hand already: `read` checks every listed image
+        if name == "nabirds":
+            raise manual_steps(
+                name, root, "the Cornell Lab hands NABirds out only after a form accepting its terms",
+                ["Fill in the form at https://dl.allaboutbirds.org/nabirds and download nabirds.tar.gz from the link it sends.",
+                 "tar -xzf nabirds.tar.gz -C {dir} (it unpacks as nabirds/images/<class id>/<image>.jpg)",
+                 "Copy BioCLIP 2's NABirds metadata.csv (github.com/Imageomics/bioclip-2 or github.com/Imageomics/biocap, "
+                 "data/classification_annotation/nabirds/) to {dir}/metadata.csv.",
+                 "Make the CSV's filepath column resolve under {dir}: move or link the images so {dir}/<filepath> exists."],
+                "  {dir}/metadata.csv   ,filepath,scientific_name,common_name,kingdom,phylum,cls,order,family,genus,species\n"
+                "  {dir}/<filepath>     every image the CSV lists",
+            )  # fmt: skip
+        code = SETS[name][1].split()[-1]
+        raise manual_steps(
+            name, root, f"biobench has no stable address for the Meta-Album {code} archive",
+            [f"Open {META_ALBUM}, find {code} and download its Mini version (a zip of images/ and labels.csv).",
+             "unzip it into {dir}.",
+             f"Copy BioCLIP 2's metadata.csv for {code} (github.com/Imageomics/bioclip-2 or github.com/Imageomics/biocap, "
+             "data/classification_annotation/meta-album/) to {dir}/metadata.csv.",
+             "Make the CSV's filepath column resolve under {dir}: move or link the images so {dir}/<filepath> exists."],
+            "  {dir}/metadata.csv   ,filepath,scientific_name,common_name,kingdom,phylum,cls,order,family,genus,species\n"
+            "  {dir}/<filepath>     every image the CSV lists",
+        )  # fmt: skip
+
+    return download
+
+
 def make_fixture(name: str):
     def fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> None:
         """Coloured taxa (every name form names the colour), 6 images each, in the real CSV layout."""
@@ -117,13 +178,20 @@ def make_fixture(name: str):
             taxa = fixtures.COLOURED_TAXA[s : s + 5]
             labels = np.repeat(np.arange(len(taxa)), 6)
             named = rng.permutation(labels) if shuffle_labels else labels
-            lines = [",filepath,scientific_name,common_name,kingdom,phylum,cls,order,family,genus,species"]
+            # The camera traps' CSVs (BioCAP's) start with LILA's image URLs and end with md5s; the others are BioCLIP 2's.
+            lila = "url_gcp,image_id," if subset else ","
+            lines = [f"{lila}filepath,scientific_name,common_name,kingdom,phylum,cls,order,family,genus,species"
+                     + (",uuid,hashsum_original" if subset else "")]  # fmt: skip
             for i, (c, n) in enumerate(zip(labels, named)):
                 _, genus, epithet, common, _ = taxa[n]
                 path = f"{subset or 'images'}/{i:04d}.jpg"
                 fixtures.save_jpeg(fixtures.colour_image(rng, taxa[c][4]), root / path)
-                lines.append(f"{i},{path},{genus.lower()} {epithet},{common},animalia,chordata,aves,passeriformes,"
-                             f"{genus.lower()}idae,{genus.lower()},{epithet}")  # fmt: skip
+                first = (
+                    f"https://storage.googleapis.com/public-datasets-lila/{subset}/images/{i}.jpg,{subset} : {i}," if subset else f"{i},"
+                )
+                lines.append(f"{first}{path},{genus.lower()} {epithet},{common},animalia,chordata,aves,passeriformes,"
+                             f"{genus.lower()}idae,{genus.lower()},{epithet}"
+                             + (f",{i:04d},{md5sum(root / path)}" if subset else ""))  # fmt: skip
             csv = root / (f"{subset}-balanced.csv" if subset else "metadata.csv")
             csv.write_text("\n".join(lines) + "\n")
 
@@ -131,7 +199,10 @@ def make_fixture(name: str):
 
 
 for _name, (_source, _what) in SETS.items():
+    _cameras = _name == "idle-oo-camera-traps"
     register_task(TaskSpec(
         _name, VERSION, BIOCLIP2 + "\n" + SOURCES[_source], Options, make_read(_name), make_fixture(_name), routes=("text",),
         metric=STRATIFIED_ACCURACY, uses_n_train=False, kind="classification",
+        resources=CAMERA_TRAP_RESOURCES if _cameras else (),
+        download=fetch_camera_trap_images if _cameras else manual_download(_name),
     ))  # fmt: skip

@@ -26,6 +26,9 @@ Bad inputs: a row with no image (`image_thumbnail_large` empty) or no `visit_dat
 dropped, counted and logged (the original skipped the first); a missing metadata.csv or
 column, a date that is not `YYYY-MM-DD...`, a repeated `id` or image, and a listed image
 missing from images/ are `DataError`s naming the file and line.
+
+Zero-shot (the text route, `method = "zero-shot"` models): the test images against the taxon
+names in OpenAI's 80 templates.
 """
 
 from __future__ import annotations
@@ -172,4 +175,5 @@ def download_from(root: Path, page_url: str, *, workers: int = 16) -> None:
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, download=lambda root: download_from(root, PAGE_URL),
-                              probe=lambda options: Linear(steps=options.steps), metric=MACRO_F1))  # fmt: skip
+                              probe=lambda options: Linear(steps=options.steps), metric=MACRO_F1,
+                              routes=("probe", "text")))  # fmt: skip

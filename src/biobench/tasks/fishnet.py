@@ -14,7 +14,8 @@ DIR/Image_Library/<Folder>/<image>   (only the file name of `image` is used)
 ```
 
 Protocol (biobench's FishNet): every image listed in a split is embedded once; rows with an
-empty trait are dropped (and counted, in the log and by `read_split`). The label is 9-hot:
+empty trait are dropped (and counted: in the log, by `read_split`, and as `Examples.skipped`
+"empty trait", stored in the report's sub-scores under `skipped`). The label is 9-hot:
 FeedingPath (pelagic = 1, benthic = 0), then the eight 0/1 habitat columns. An MLP
 d -> 512 -> ReLU -> dropout 0.5 -> 9 is trained with Adam (lr 5e-4) on BCE for 100 epochs on
 the raw features; a trait is predicted present when its probability exceeds 0.5. With
@@ -87,7 +88,9 @@ def read_split(cfg: Options, split: str) -> tuple[pl.DataFrame, int]:
 
 def read(cfg: Options) -> Examples:
     """One example per listed image; its label the 9-hot trait vector."""
-    parts = {split: read_split(cfg, split)[0] for split in SPLITS}
+    read = {split: read_split(cfg, split) for split in SPLITS}
+    parts = {split: df for split, (df, _) in read.items()}
+    dropped = sum(n for _, n in read.values())
     df = pl.concat([d.select("path", *TRAITS, "_line").with_columns(split=pl.lit(s)) for s, d in parts.items()])
     dupes = df.filter(pl.col("path").is_duplicated())
     if dupes.height:
@@ -95,7 +98,8 @@ def read(cfg: Options) -> Examples:
         raise DataError(f"{NAME}: image {dupes['path'][0]} is listed more than once ({where}); keep one row per image.")
     paths = df["path"].to_list()
     images = ImageSet(NAME, paths, [Path(cfg.data) / IMAGES_DIR / p for p in paths])
-    return one_per_image(images, df.select(TRAITS).to_numpy(), df["split"].to_list(), classnames={"": TRAITS})
+    return one_per_image(images, df.select(TRAITS).to_numpy(), df["split"].to_list(), classnames={"": TRAITS},
+                         skipped={"empty trait": dropped} if dropped else {})  # fmt: skip
 
 
 # Fixture

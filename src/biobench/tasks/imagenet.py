@@ -24,6 +24,10 @@ interval. Bad inputs are `DataError`s naming the file: a split that is not there
 unreadable or lacks `label`, a label that is empty or outside the class list (e.g. the test
 split's -1), and (ImageFolder) an empty class folder; an undecodable image stops embedding with
 its file and row.
+
+Zero-shot (the text route, `method = "zero-shot"` models): the validation images against the first
+of each class's synonyms from the label feature ("tench, Tinca tinca" -> "tench") in OpenAI's 80
+templates (not CLIP's hand-edited ImageNet names, so scores sit below CLIP's published ones).
 """
 
 from __future__ import annotations
@@ -139,5 +143,10 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False, lay
         fixtures.write_hf_saved(tables, root, n_shards=2, features=features)
 
 
+def text_names(options: Options, examples: Examples) -> dict[str, tuple[str, ...]]:
+    """Zero-shot names: the first of each class's synonyms ("tench, Tinca tinca" -> "tench")."""
+    return {k: tuple(n.split(",")[0] for n in v) for k, v in examples.classnames.items()}
+
+
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, download=download, probe=Ridge(),
-                              metric=ACCURACY))  # fmt: skip
+                              metric=ACCURACY, routes=("probe", "text"), text_names=text_names))  # fmt: skip

@@ -18,6 +18,12 @@ come from the union of both splits' folders, sorted. A missing or empty split fo
 class folder with no images, is a `DataError` naming it; other files are ignored; an
 unreadable image is a `DataError` when it is embedded.
 
+Zero-shot (the text route, `method = "zero-shot"` models): the val images against each class's
+name in the form `names` selects (BioCLIP's text types, read from the folder name: scientific
+"Lumbricus terrestris", taxonomic "Animalia Annelida ... Lumbricus terrestris"; the forms with a
+common name read it from val.json's `categories` (`common_name`, matched by `image_dir_name`),
+a `DataError` naming the file when it is missing or lacks the class), in OpenAI's 80 templates.
+
 Protocol (the original biobench's): standardise the features, one-vs-rest ridge, alpha by
 5-fold CV accuracy over 2 ** arange(-15, 5), fit on all of train_mini, score on val. The ridge
 never builds the dense 500k x 10k target scikit-learn would (see `biobench.probes.ridge`;
@@ -28,14 +34,18 @@ seeded class-balanced sample. Metric: accuracy on val, with a bootstrap 95% inte
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from biobench import fixtures
 from biobench.download import Resource
-from biobench.examples import Examples
+from biobench.errors import DataError
+from biobench.examples import NO_SUBTASK, Examples
+from biobench.layouts.bioclip import NameForm, needs_common, taxon_name
 from biobench.layouts.folders import read_class_folders
 from biobench.metrics import ACCURACY
 from biobench.probes import Ridge
@@ -71,6 +81,10 @@ class Options:
 
     data: Path
     """Directory holding train_mini/<class>/*.jpg and val/<class>/*.jpg."""
+    names: NameForm = "scientific"
+    """Zero-shot only: the class name prompts use (BioCLIP's text types; the common-name forms need val.json)."""
+    templates: Literal["openai", "single"] = "openai"
+    """Zero-shot only: OpenAI's 80 templates, or one ("a photo of {}.")."""
 
 
 def kingdom(class_folder: str) -> str:
@@ -85,6 +99,36 @@ def read(options: Options) -> Examples:
     kingdoms = [kingdom(c) for c in ex.names("")]
     table = ex.table.with_columns(pl.Series("kingdom", [kingdoms[i] for i in ex.table["label"].to_list()]))
     return dataclasses.replace(ex, table=table, info=("kingdom",))
+
+
+def ranks(class_folder: str) -> list[str]:
+    """A class folder's 7 ranks: `00000_Animalia_..._Lumbricus_terrestris` -> ['Animalia', ..., 'Lumbricus', 'terrestris']."""
+    parts = class_folder.split("_")[1:]
+    if len(parts) < 7:
+        raise DataError(f"{NAME}: class folder {class_folder!r} is not ID_Kingdom_Phylum_Class_Order_Family_Genus_species.")
+    return [*parts[:6], " ".join(parts[6:])]
+
+
+def common_names(data: Path) -> dict[str, str]:
+    """image_dir_name -> common_name from val.json's categories."""
+    path = Path(data) / "val.json"
+    try:
+        categories = json.loads(path.read_text(encoding="utf-8")).get("categories") or []
+    except (OSError, ValueError) as err:
+        raise DataError(f"{NAME}: common names come from {path}, which cannot be read ({err}); download it, or use names = "
+                        '"scientific" or "taxonomic".') from None  # fmt: skip
+    return {str(c.get("image_dir_name", "")): str(c.get("common_name") or "") for c in categories}
+
+
+def text_names(options: Options, examples: Examples) -> dict[str, tuple[str, ...]]:
+    """The class names in the form `options.names` chooses, from the folder names (and val.json for common names)."""
+    folders = examples.names(NO_SUBTASK)
+    common = common_names(options.data) if needs_common(options.names) else {}
+    missing = [f for f in folders if needs_common(options.names) and not common.get(f)]
+    if missing:
+        raise DataError(f"{NAME}: {Path(options.data) / 'val.json'} gives no common_name for class {missing[0]} ({len(missing)} "
+                        'such); use names = "scientific" or "taxonomic".')  # fmt: skip
+    return {NO_SUBTASK: tuple(taxon_name(ranks(f), options.names, common.get(f, "")) for f in folders)}
 
 
 ############
@@ -122,4 +166,4 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES,
-                              probe=Ridge(), metric=ACCURACY))  # fmt: skip
+                              probe=Ridge(), metric=ACCURACY, routes=("probe", "text"), text_names=text_names))  # fmt: skip

@@ -22,6 +22,9 @@ Protocol (as the original biobench ran it): standardise the features, then a rid
 with balanced class weights, alpha chosen by 5-fold CV accuracy over 2 ** arange(-15, 11)
 (a wider grid than ImageNet's); fit on all of `train`, score on `val`. `n_train >= 0` trains on
 a seeded class-balanced sample. Metric: accuracy on `val`, with a bootstrap 95% interval.
+
+Zero-shot (the text route, `method = "zero-shot"` models): the `val` images against the class
+folder names read as names (`Chaetoceros_sp` -> "Chaetoceros sp") in OpenAI's 80 templates.
 """
 
 from __future__ import annotations
@@ -148,4 +151,5 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES, download=place_download,
-                              probe=Ridge(class_weight="balanced", log2_alpha=(-15, 11)), metric=ACCURACY))  # fmt: skip
+                              probe=Ridge(class_weight="balanced", log2_alpha=(-15, 11)), metric=ACCURACY,
+                              routes=("probe", "text")))  # fmt: skip

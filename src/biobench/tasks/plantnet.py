@@ -23,6 +23,11 @@ choice; `test_split = "test"` scores the held-out test images instead). `n_train
 a seeded class-balanced sample. Metric: mean per-class accuracy (macro top-1: every species
 counts the same however many images it has), its bootstrap resampling within each class so
 every species stays in every replicate.
+
+Zero-shot (the text route, `method = "zero-shot"` models): the scored images against each
+species' name from the json, without its author by default (`names = "scientific"`: "Pelargonium
+zonale (L.) L'Hér." -> "Pelargonium zonale"; `"as-given"` keeps it), in OpenAI's 80 templates.
+Without the json the classes are ids only, a `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -70,6 +75,10 @@ class Options:
     """Directory holding images/{train,val,test}/<species id>/*.jpg."""
     test_split: Literal["val", "test"] = "val"
     """The split that is scored: 'val' as the original biobench, or the held-out 'test'."""
+    names: Literal["scientific", "as-given"] = "scientific"
+    """Zero-shot only: species names without their author ('scientific') or as the json gives them."""
+    templates: Literal["openai", "single"] = "openai"
+    """Zero-shot only: OpenAI's 80 templates, or one ("a photo of {}.")."""
 
 
 def read(options: Options) -> Examples:
@@ -84,6 +93,33 @@ def read(options: Options) -> Examples:
         raise DataError(f"{NAME}: cannot read {path} ({err}); re-download it or delete it to use species ids.") from None
     classes = [str(names.get(c, c)) for c in ex.names(NO_SUBTASK)]
     return dataclasses.replace(ex, classnames={NO_SUBTASK: tuple(classes)})
+
+
+RANK_WORDS = ("subsp.", "ssp.", "var.", "f.", "×", "x")
+"""Words inside a plant name that are not its author (infraspecific ranks, the hybrid sign)."""
+
+
+def without_author(name: str) -> str:
+    """A species name without its author: the genus, then lowercase epithets and rank words, up to the first other word
+    ("Cirsium vulgare (Savi) Ten." -> "Cirsium vulgare", "Mentha × piperita L." -> "Mentha × piperita")."""
+    words = name.split()
+    kept = words[:1]
+    for w in words[1:]:
+        if w in RANK_WORDS or (w[:1].islower() and not w.endswith(".")):
+            kept.append(w)
+        else:
+            break
+    return " ".join(kept)
+
+
+def text_names(options: Options, examples: Examples) -> dict[str, tuple[str, ...]]:
+    """Species names (the json's) for zero-shot prompts; a `DataError` when the json is not there."""
+    path = Path(options.data) / SPECIES_NAMES
+    if not path.is_file():
+        raise DataError(f"{NAME}: zero-shot prompts with species names, which come from {path}; it is missing "
+                        f"(it ships in the dataset's zip: rerun `biobench download {NAME}` or copy it there).")  # fmt: skip
+    names = examples.names(NO_SUBTASK)
+    return {NO_SUBTASK: tuple(names if options.names == "as-given" else (without_author(n) for n in names))}
 
 
 def place_download(root: Path) -> None:
@@ -130,4 +166,4 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False) -> 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES, download=place_download,
                               probe=Ridge(class_weight="balanced", scoring="macro_f1", log2_alpha=(-15, 11)),
-                              metric=MEAN_PER_CLASS_ACCURACY))  # fmt: skip
+                              metric=MEAN_PER_CLASS_ACCURACY, routes=("probe", "text"), text_names=text_names))  # fmt: skip

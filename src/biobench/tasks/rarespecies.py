@@ -22,6 +22,12 @@ nearest centroid). Metric: accuracy over the test images, bootstrap 95% interval
 is the k shots, so there is no `n_train` sweep (runs at n_train = -1). Bad inputs are `DataError`s
 naming the file: a missing dataset, a shard or CSV without one of the columns, an empty rank, a
 repeated `rarespecies_id`, and (image-folder layout) a listed image missing on disk.
+
+Zero-shot (the text route, `method = "zero-shot"` models): the test images (those the k shots
+leave) against each species' name in the form `names` selects (BioCLIP's text types from the 7
+ranks: scientific "Haliaeetus vociferoides", taxonomic "Animalia Chordata ... Haliaeetus
+vociferoides"; the common-name forms read the dataset's `common` column, a `DataError` naming the
+file when it lacks it), in OpenAI's 80 templates.
 """
 
 from __future__ import annotations
@@ -29,15 +35,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from biobench import fixtures
 from biobench.errors import DataError
-from biobench.examples import Examples, one_per_image
+from biobench.examples import NO_SUBTASK, Examples, one_per_image
 from biobench.images import ImageSet
 from biobench.layouts import hf, require_files
+from biobench.layouts.bioclip import NameForm, needs_common, taxon_name
 from biobench.layouts.tables import read_csv, require_filled, require_unique
 from biobench.metrics import ACCURACY
 from biobench.probes import SimpleShot
@@ -62,6 +70,8 @@ CITATION = """@inproceedings{stevens2024bioclip,
 REPO = "imageomics/rare-species"
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 ID = "rarespecies_id"
+COMMON = "common"
+"""The common-name column (read only for the zero-shot name forms that use it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +84,10 @@ class Options:
     """Training images per species: 1 or 5 in BioCLIP (one- and five-shot)."""
     split_seed: int = 0
     """Seeds which k images of each species train."""
+    names: NameForm = "scientific"
+    """Zero-shot only: the class name prompts use (BioCLIP's text types; the common-name forms need `common`)."""
+    templates: Literal["openai", "single"] = "openai"
+    """Zero-shot only: OpenAI's 80 templates, or one ("a photo of {}.")."""
 
 
 def read(options: Options) -> Examples:
@@ -81,15 +95,16 @@ def read(options: Options) -> Examples:
     if options.k < 1:
         raise DataError(f"{NAME}: k must be at least 1 (images per species that train); got {options.k}.")
     data = Path(options.data)
+    extra = (COMMON,) if needs_common(options.names) else ()
     if hf.find_split(NAME, data, "train") is not None or not (data / "metadata.csv").is_file():
-        found, rows = hf.read_split(NAME, data, "train", (ID, *RANKS))
+        found, rows = hf.read_split(NAME, data, "train", (ID, *RANKS, *extra))
         where = f"{data} (split train)"
         rows = rows.with_columns(pl.col(ID).cast(pl.Utf8), *(pl.col(r).cast(pl.Utf8) for r in RANKS))
         require_filled(NAME, rows, where, RANKS)
         images = hf.table_images(NAME, rows, hf.image_column(NAME, found, ("image", "file_name")), rows[ID].to_list())
     else:
         where = data / "metadata.csv"
-        rows = read_csv(NAME, data, where, ("file_name", ID, *RANKS))
+        rows = read_csv(NAME, data, where, ("file_name", ID, *RANKS, *extra))
         require_filled(NAME, rows, where, ("file_name", ID, *RANKS))
         paths = [data / f for f in rows["file_name"]]
         require_files(NAME, paths, [f"line {n} ({i})" for n, i in zip(rows["_line"], rows[ID])], where)
@@ -103,7 +118,23 @@ def read(options: Options) -> Examples:
     unseen = len(names) - len(np.unique(labels[~train]))
     if unseen:
         logger.info("%s: %d of %d species have at most k=%d images, so none to test.", NAME, unseen, len(names), options.k)
-    return one_per_image(images, labels, np.where(train, "train", "test").tolist(), classnames={"": tuple(names.tolist())})
+    columns = {COMMON: rows[COMMON].cast(pl.Utf8).fill_null("").to_list()} if extra else None
+    return one_per_image(images, labels, np.where(train, "train", "test").tolist(), classnames={"": tuple(names.tolist())},
+                         columns=columns)  # fmt: skip
+
+
+def text_names(options: Options, examples: Examples) -> dict[str, tuple[str, ...]]:
+    """The species' names in the form `options.names` chooses, from the 7 ranks (and the `common` column)."""
+    taxa = examples.names(NO_SUBTASK)
+    common = [""] * len(taxa)
+    if needs_common(options.names):
+        t = examples.table
+        for label, name in zip(t["label"].to_list(), t[COMMON].to_list()):
+            common[label] = common[label] or " ".join(str(name).split())
+        if missing := [taxa[i] for i, c in enumerate(common) if not c]:
+            raise DataError(f"{NAME}: no row under {options.data} gives a `common` name for {missing[0]} "
+                            f"({len(missing)} such); use names = \"scientific\" or \"taxonomic\".")  # fmt: skip
+    return {NO_SUBTASK: tuple(taxon_name(t.split(" ", len(RANKS) - 1), options.names, c) for t, c in zip(taxa, common))}
 
 
 def download(root: Path) -> None:
@@ -122,6 +153,8 @@ FIXTURE_SPECIES = (("Chordata", "Aves", "Accipitriformes", "Accipitridae", "Hali
                    ("Chordata", "Actinopterygii", "Siluriformes", "Siluridae", "Wallago", "attu"),
                    ("Arthropoda", "Insecta", "Hymenoptera", "Formicidae", "Pheidole", "elecebra"),
                    ("Cnidaria", "Anthozoa", "Scleractinia", "Acroporidae", "Acropora", "millepora"))  # fmt: skip
+FIXTURE_COMMON = ("Madagascar fish eagle", "Amber Mountain chameleon", "big-headed side-necked turtle", "wallago",
+                  "Pheidole elecebra ant", "staghorn coral")  # fmt: skip
 N_PER_SPECIES = 7
 
 
@@ -137,6 +170,7 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False, lay
     files = [f"{1000 + k}_{40000 + t}_eol_full-size-copy.jpg" for k, t in enumerate(taxa)]
     columns = {ID: ids, "kingdom": ["Animalia"] * len(ids), **{r: [FIXTURE_SPECIES[t][i] for t in taxa] for i, r in enumerate(RANKS[1:])}}
     columns["sciName"] = [f"{g} {s}" for g, s in zip(columns["genus"], columns["species"])]
+    columns[COMMON] = [FIXTURE_COMMON[t] for t in taxa]
     if layout == "folders":
         folders = ["_".join(["Animalia", *FIXTURE_SPECIES[t]]) for t in taxa]
         for img, folder, f in zip(images, folders, files):
@@ -153,4 +187,4 @@ def make_fixture(root: Path, *, seed: int = 0, shuffle_labels: bool = False, lay
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, download=download, probe=SimpleShot(),
-                              metric=ACCURACY, uses_n_train=False))  # fmt: skip
+                              metric=ACCURACY, uses_n_train=False, routes=("probe", "text"), text_names=text_names))  # fmt: skip

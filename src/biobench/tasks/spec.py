@@ -65,6 +65,13 @@ class TaskSpec:
     """The text route's evaluation, `text(options, examples, image_features, encode, ctx) -> TaskReport` (`encode`:
     texts -> normalised, cached text embeddings); None = zero-shot classification with the class names
     (`biobench.routes.text`)."""
+    mllm: Callable[..., Any] | None = None
+    """The MLLM route's evaluation, `mllm(options, examples, client, ctx) -> TaskReport` (`client`: a
+    `biobench.mllm.client.Client`); None = the probe route's sub-tasks as classification prompts (`biobench.routes.mllm`)."""
+    text_names: Callable[[Any, Examples], Any] | None = None
+    """Zero-shot's class names, `text_names(options, examples) -> {sub-task: names by label}` (a name form the
+    options choose: scientific, common, taxonomic...); None = `Examples.classnames`. Either way the text route reads
+    underscores as spaces (`routes.text.readable`)."""
     evaluate: Callable[..., Any] | None = None
     """Escape hatch: `evaluate(options, examples, features, ctx) -> TaskReport` replaces the probe route's loop."""
     uses_n_train: bool = True
