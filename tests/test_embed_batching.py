@@ -19,7 +19,7 @@ from biobench.cache import FeatureCache
 from biobench.embed import EmbedSettings, get_features
 from biobench.errors import BackboneError
 from biobench.images import ImageSet
-from tests.test_fastpath import SIZES, jpegs, open_clip_transform, timm_transform
+from tests.test_fastpath import SIZES, jpegs, open_clip_transform, timm_transform  # noqa: F401
 
 
 class OomViT(RandomViT):
@@ -62,7 +62,7 @@ register_vision_backbone("test-two-convs", TwoConvs)
 
 @pytest.fixture
 def images(tmp_path):
-    paths = jpegs(tmp_path, SIZES * 4)  # 20 images
+    paths = jpegs(tmp_path, [(120, 90), (90, 120), (64, 64), (97, 61)] * 5)  # 20 small images (the transform makes 64x64)
     return ImageSet("t", [str(k) for k in range(len(paths))], paths)
 
 
@@ -155,7 +155,7 @@ def test_compile_matches_eager_pads_the_last_batch_and_shares_the_cache_key(tmp_
 
 
 def test_exact_path_batched_normalisation_is_the_whole_transform_bit_for_bit(tmp_path):
-    paths = jpegs(tmp_path, SIZES)
+    paths = jpegs(tmp_path, [SIZES[0], SIZES[1], SIZES[3]])
     images = ImageSet("t", [p.stem for p in paths], paths)
     for transform in (open_clip_transform(), timm_transform(), RandomViT().make_img_transform()):
         dataset = embed._ImageDataset(images, np.arange(len(paths)), transform)

@@ -422,7 +422,8 @@ def _collate(items: list[_Item], dataset: _ImageDataset, device: torch.device, t
         x = _to_batch(tensors, device)
     _sync_stream(device)
     timings["transform"] += time.perf_counter() - t0
-    timings["n_fast"] += len(good) - sum(it.fallback for it in good)
+    if dataset.plan is not None:
+        timings["n_fast"] += len(good) - sum(it.fallback for it in good)
     return torch.tensor([it.i for it in good]), x, errors
 
 
