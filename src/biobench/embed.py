@@ -3,15 +3,21 @@
 `get_features` looks every image up in the `FeatureCache` first and runs the backbone
 only on the misses, so a second request for the same images (another n_train, another
 seed, another task over the same files) performs zero forward passes. Extraction runs
-under `torch.inference_mode`, with bf16/fp16 autocast on CUDA, and halves the batch when
-the accelerator runs out of memory. Partial results are checkpointed into the cache, so a
-crash or Ctrl-C loses little.
+under `torch.inference_mode`, with bf16/fp16 autocast on CUDA, channels-last for conv nets
+on CUDA and `torch.compile` if asked. `batch_size = "auto"` takes the largest batch that
+fits: under CUDA it starts at `AUTO_BATCH_MAX` and halves on out-of-memory, retrying the
+same images, and the size it settles on is remembered for the process and recorded.
+Partial results are checkpointed into the cache, so a crash or Ctrl-C loses little.
 
-Images are read, decoded and transformed by `n_workers` threads, a couple of batches ahead
-of the forward pass, along one of two paths (`EmbedSettings.decode`, part of the cache key):
-`exact`, the backbone's own PIL transform, and `fast`, tensor JPEG decoding and the same
+Images are read, decoded and transformed by `n_workers` threads (one per core by default),
+a couple of batches ahead of the forward pass, along one of two paths (`EmbedSettings.decode`,
+part of the cache key): `exact`, the backbone's own PIL transform (its tensor conversion and
+normalisation batched, bit for bit the same), and `fast`, tensor JPEG decoding and the same
 transform replayed as tensor ops (`biobench.fastpath`; batched on the GPU under CUDA), with
-the exact path per image for anything else. Per-stage seconds come back in `EmbedResult.timings`."""
+the exact path per image for anything else. A staging thread collates the next batch and
+moves it to the device (pinned memory, non-blocking, on its own CUDA stream) while the
+forward pass runs, and features come back to the host asynchronously. Per-stage seconds come
+back in `EmbedResult.timings`, and how the backbone ran in `EmbedResult.extraction`."""
 
 from __future__ import annotations
 
@@ -359,6 +365,10 @@ class _ImageDataset:
         return _Item(i, x, times=(t_read, t2 - t1, time.perf_counter() - t2), fallback=self.plan is not None)
 
 
+GPU_DECODE_CHUNK = 256
+"""JPEGs decoded (and resized) per batched GPU call: bounds the staging thread's GPU memory whatever the batch size
+(256 photographs of 500x375 take about 0.6 GB as float during the resize)."""
+
 STAGES = ("read", "decode", "transform", "wait", "forward", "copy_out")
 """Per-stage seconds reported in `EmbedResult.timings`: read, decode and transform are summed over the decode threads
 and the staging thread (they overlap the forward pass); wait is the main thread waiting for a batch (starvation);
@@ -379,29 +389,8 @@ def _collate(items: list[_Item], dataset: _ImageDataset, device: torch.device, t
         timings["transform"] += it.times[2]
         timings["n_fallback"] += it.fallback
     raw = [it for it in items if isinstance(it.x, bytes)]
-    if raw:
-        t0 = time.perf_counter()
-        decoded = fastpath.decode([it.x for it in raw], device)  # type: ignore[misc]
-        _sync_stream(device)
-        t1 = time.perf_counter()
-        ok = []
-        for it, img in zip(raw, decoded, strict=True):
-            if isinstance(img, Exception):
-                done = dataset.exact(it.i, it.x)  # type: ignore[arg-type]
-                it.x, it.error, it.fallback = done.x, done.error, True
-                timings["n_fallback"] += 1
-                if done.error is not None:
-                    errors.append(done.error)
-            else:
-                ok.append((it, img))
-        if ok:
-            assert dataset.plan is not None
-            crops = [dataset.images.crop(int(dataset.rows[it.i])) for it, _ in ok]
-            for (it, _), x in zip(ok, fastpath.geometry_many([img for _, img in ok], dataset.plan, crops), strict=True):
-                it.x = x
-        _sync_stream(device)
-        timings["decode"] += t1 - t0
-        timings["transform"] += time.perf_counter() - t1
+    for chunk in range(0, len(raw), GPU_DECODE_CHUNK):
+        _gpu_decode(raw[chunk : chunk + GPU_DECODE_CHUNK], dataset, device, timings, errors)
     good = [it for it in items if isinstance(it.x, torch.Tensor)]
     if not good:
         return torch.zeros(0, dtype=torch.long), None, errors
@@ -425,6 +414,33 @@ def _collate(items: list[_Item], dataset: _ImageDataset, device: torch.device, t
     if dataset.plan is not None:
         timings["n_fast"] += len(good) - sum(it.fallback for it in good)
     return torch.tensor([it.i for it in good]), x, errors
+
+
+def _gpu_decode(raw: list[_Item], dataset: _ImageDataset, device: torch.device, timings: dict[str, float], errors: list[str]) -> None:
+    """Decode the JPEG bytes of `raw` in one batched call on the GPU, then crop / resize them in shape groups, in place;
+    an image the decoder rejects goes through the exact path instead (its error, if that fails too, joins `errors`)."""
+    t0 = time.perf_counter()
+    decoded = fastpath.decode([it.x for it in raw], device)  # type: ignore[misc]
+    _sync_stream(device)
+    t1 = time.perf_counter()
+    ok = []
+    for it, img in zip(raw, decoded, strict=True):
+        if isinstance(img, Exception):
+            done = dataset.exact(it.i, it.x)  # type: ignore[arg-type]
+            it.x, it.error, it.fallback = done.x, done.error, True
+            timings["n_fallback"] += 1
+            if done.error is not None:
+                errors.append(done.error)
+        else:
+            ok.append((it, img))
+    if ok:
+        assert dataset.plan is not None
+        crops = [dataset.images.crop(int(dataset.rows[it.i])) for it, _ in ok]
+        for (it, _), x in zip(ok, fastpath.geometry_many([img for _, img in ok], dataset.plan, crops), strict=True):
+            it.x = x
+    _sync_stream(device)
+    timings["decode"] += t1 - t0
+    timings["transform"] += time.perf_counter() - t1
 
 
 def _to_batch(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
