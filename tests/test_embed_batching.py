@@ -171,6 +171,7 @@ def test_exact_path_features_equal_a_plain_loop(tmp_path, images):
     """The threaded, staged, batched-normalise exact path against the plain loop: PIL, the transform, the backbone."""
     backbone = load_vision_backbone("builtin", "random-vit")
     got = run(backbone, images, tmp_path / "a", batch_size=8, n_workers=3)
+    assert got.decode == "exact" and got.timings["n_fast"] == 0 and got.timings["n_fallback"] == 0
     transform = backbone.make_img_transform()
     with torch.inference_mode():
         reference = np.concatenate(
