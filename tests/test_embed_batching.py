@@ -78,7 +78,8 @@ def run(backbone, images, path, **kw):
     return get_features(backbone, images, FeatureCache(path), EmbedSettings("cpu", **{"n_workers": 2, **kw}))
 
 
-def test_oom_back_off_halves_retries_and_matches_a_fixed_small_batch(tmp_path, images, caplog):
+def test_oom_back_off_halves_retries_and_matches_a_fixed_small_batch(tmp_path, images, caplog, monkeypatch):
+    monkeypatch.setattr(embed, "STAGE_THREAD_ON_CPU", True)  # the CUDA arrangement: collation in the staging thread
     backbone = load_vision_backbone("test-oom-vit", "oom-vit")
     with caplog.at_level("WARNING"):
         got = run(backbone, images, tmp_path / "a", batch_size=16)  # 16 -> 8 -> 4
@@ -167,8 +168,11 @@ def test_exact_path_batched_normalisation_is_the_whole_transform_bit_for_bit(tmp
         assert torch.equal(batched, whole)
 
 
-def test_exact_path_features_equal_a_plain_loop(tmp_path, images):
-    """The threaded, staged, batched-normalise exact path against the plain loop: PIL, the transform, the backbone."""
+@pytest.mark.parametrize("staging_thread", [False, True], ids=["inline", "staging-thread"])
+def test_exact_path_features_equal_a_plain_loop(tmp_path, images, monkeypatch, staging_thread):
+    """The threaded, batched-normalise exact path (collated inline, as on CPU, or in the staging thread, as under CUDA)
+    against the plain loop: PIL, the transform, the backbone."""
+    monkeypatch.setattr(embed, "STAGE_THREAD_ON_CPU", staging_thread)
     backbone = load_vision_backbone("builtin", "random-vit")
     got = run(backbone, images, tmp_path / "a", batch_size=8, n_workers=3)
     assert got.decode == "exact" and got.timings["n_fast"] == 0 and got.timings["n_fallback"] == 0

@@ -498,12 +498,24 @@ def _threaded(fn: Callable[[int], _Item], n: int, batch_size: int, n_threads: in
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _staged(batches: Iterator[list[_Item]], stage: Callable[[list[_Item]], tuple], device: torch.device, depth: int = 1) -> Iterator[tuple]:
-    """`stage(batch)` for each batch, computed in one background thread up to `depth` batches ahead of the consumer.
+STAGE_THREAD_ON_CPU = False
+"""Whether extraction on CPU collates in the staging thread too. Off: there the forward pass already uses every core
+and the collation is a small share of the work, so a third kind of thread only competes (tests turn it on)."""
+
+
+def _staged(
+    batches: Iterator[list[_Item]], stage: Callable[[list[_Item]], tuple], device: torch.device, depth: int = 1, threaded: bool = True
+) -> Iterator[tuple]:
+    """`stage(batch)` for each batch, computed in one background thread up to `depth` batches ahead of the consumer
+    (in the consumer's thread when not `threaded`).
 
     Under CUDA the thread works on a stream of its own, so GPU decoding, resizing, normalising and the
     host-to-device copy of batch k+1 overlap the forward pass of batch k on the default stream; each result is
     complete (its stream synchronised) before it is handed over. Exceptions in the thread are re-raised here."""
+    if not threaded:
+        for batch in batches:
+            yield stage(batch)
+        return
     results: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -609,7 +621,9 @@ def extract(
                 flushed[pending_rows] = True
 
         batches = _threaded(dataset.__getitem__, len(rows), loader_batch, settings.n_workers)
-        staged = _staged(batches, lambda items: _collate(items, dataset, device, times), device)
+        staged = _staged(
+            batches, lambda items: _collate(items, dataset, device, times), device, threaded=device.type != "cpu" or STAGE_THREAD_ON_CPU
+        )
         in_flight: tuple[torch.Tensor, _Pending] | None = None
         with contextlib.closing(staged):
             while True:
