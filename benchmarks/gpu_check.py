@@ -244,6 +244,8 @@ def main() -> None:
 
                 traceback.print_exc()
                 report(name, False, f"{type(err).__name__}: {err}")
+            embed.forget_batch_sizes()
+            torch.cuda.empty_cache()
     print(json.dumps({"failed": FAILED, **RESULTS}, default=str))
     sys.exit(1 if FAILED else 0)
 

@@ -48,12 +48,12 @@ if "$PY" -c "import open_clip" 2>/dev/null; then MODEL="open-clip:ViT-B-16"; els
 echo "== model: $MODEL (random init)" | tee -a "$LOG"
 
 echo "== 1. correctness checks" | tee -a "$LOG"
-timeout 200 "$PY" benchmarks/gpu_check.py --model "$MODEL" 2>&1 | tee -a "$LOG" | tee "$OUT/gpu_check.txt"
+timeout 180 "$PY" benchmarks/gpu_check.py --model "$MODEL" 2>&1 | tee -a "$LOG" | tee "$OUT/gpu_check.txt"
 status=${PIPESTATUS[0]}
 tail -n 1 "$OUT/gpu_check.txt" >"$OUT/gpu_check.json"
 
 echo "== 2. benchmark" | tee -a "$LOG"
-timeout 150 "$PY" benchmarks/embed.py --device cuda --model "$MODEL" --n-images 8192 2>&1 | tee -a "$LOG" | tail -n 1 >"$OUT/embed_cuda.json"
+timeout 120 "$PY" benchmarks/embed.py --device cuda --model "$MODEL" --n-images 8192 2>&1 | tee -a "$LOG" | tail -n 1 >"$OUT/embed_cuda.json"
 
 echo "== 3. benchmark with torch.compile" | tee -a "$LOG"
 timeout 150 "$PY" benchmarks/embed.py --device cuda --model "$MODEL" --n-images 4096 --compile 2>&1 | tee -a "$LOG" | tail -n 1 >"$OUT/embed_cuda_compile.json"
