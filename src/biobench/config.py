@@ -103,8 +103,22 @@ class Experiment:
     """Seeds training-set sampling, hyper-parameter search and the bootstrap."""
 
 
+def available_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask, which Slurm, taskset and containers restrict (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
-    return min(8, os.cpu_count() or 1)
+    return min(8, available_cpus())
+
+
+def default_decode_threads() -> int:
+    """Image decode threads: one per available core (at most 32). They overlap the forward pass, which on CPU
+    competes for the same cores; on a GPU machine they are what keeps the exact path fed."""
+    return min(32, available_cpus())
 
 
 Executor = Literal["local", "pool", "slurm"]
@@ -161,13 +175,20 @@ class Settings:
     """Feature cache; default $BIOBENCH_CACHE, else ~/.cache/biobench."""
     device: Literal["cpu", "cuda", "mps"] | None = None
     """Where backbones run; default cuda if available, else cpu."""
-    batch_size: int = 256
-    """Images per forward pass (halved automatically on out-of-memory)."""
-    n_workers: int = dataclasses.field(default_factory=default_workers)
+    batch_size: int | Literal["auto"] = "auto"
+    """Images per forward pass: "auto" = the largest that fits (on CUDA from 1024 down, halving on out-of-memory; 32 on CPU),
+    or a number (also halved on out-of-memory). The size used is stored with each result's timings."""
+    n_workers: int = dataclasses.field(default_factory=default_decode_threads)
     """Threads reading, decoding and transforming images ahead of the forward pass (0 = in the main thread)."""
     decode: Literal["exact", "fast"] | None = None
     """Image preprocessing: "exact" (the backbone's own PIL transform) or "fast" (JPEG decode and transform as tensor ops,
     on the GPU under CUDA, within about one grey level of exact); default fast on CUDA, exact elsewhere. Part of the cache key."""
+    channels_last: bool | None = None
+    """Run the backbone on channels-last (NHWC) tensors; default: on CUDA for convolutional networks (more than a patch
+    embedding), off otherwise. Recorded with each result; not part of the cache key (it changes only float rounding)."""
+    compile: bool = False
+    """Run the backbone through `torch.compile` (tens of seconds of compilation per model and batch size, paid back only on
+    large image sets). Recorded with each result; not part of the cache key (it changes only float rounding)."""
     n_jobs: int = dataclasses.field(default_factory=default_workers)
     """Processes fitting probes in parallel (e.g. NeWT's 164 SVMs)."""
     n_bootstrap: int = 1000
@@ -334,7 +355,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
         settings_kwargs[key] = _coerce(value, hints[key], where.at(key), key, base)
     settings = Settings(**settings_kwargs)
     for key in ("batch_size", "n_jobs", "n_bootstrap"):
-        if getattr(settings, key) < 1:
+        if getattr(settings, key) != "auto" and getattr(settings, key) < 1:
             raise ConfigError(f"{where.at(key)}: '{key}' must be at least 1.")
     if settings.pool_size < 0:
         raise ConfigError(f"{where.at('pool_size')}: 'pool_size' must be 0 (one worker per visible GPU) or more.")

@@ -147,6 +147,60 @@ def geometry(image: UInt8[Tensor, "3 h w"], plan: Plan, crop: Crop | None) -> UI
     return image
 
 
+def geometry_many(images: Sequence[UInt8[Tensor, "3 h w"]], plan: Plan, crops: Sequence[Crop | None]) -> list[UInt8[Tensor, "3 H W"]]:
+    """`geometry` of each image, images of one shape and crop resized together: one call per group instead of per image
+    (on the GPU each call is a handful of kernel launches; a dataset of same-sized photographs needs a few per batch).
+    The kernels treat every image of a batch alike, so the result is that of `geometry` image by image."""
+    groups: dict[tuple, list[int]] = {}
+    for k, (image, crop) in enumerate(zip(images, crops, strict=True)):
+        groups.setdefault((tuple(image.shape), crop), []).append(k)
+    out: list[Tensor | None] = [None] * len(images)
+    for (_, crop), ks in groups.items():
+        if len(ks) == 1:
+            out[ks[0]] = geometry(images[ks[0]], plan, crop)
+            continue
+        done = geometry(torch.stack([images[k] for k in ks]), plan, crop)
+        for j, k in enumerate(ks):
+            out[k] = done[j]
+    return out  # type: ignore[return-value]
+
+
+class PilSteps:
+    """The PIL part of a transform: its steps before the tensor conversion, applied in order."""
+
+    def __init__(self, steps: Sequence):
+        self.steps = tuple(steps)
+
+    def __call__(self, image):
+        for step in self.steps:
+            image = step(image)
+        return image
+
+    def __repr__(self) -> str:
+        return f"PilSteps({list(self.steps)!r})"
+
+
+def split(transform: object) -> tuple[PilSteps, Plan] | None:
+    """(PIL steps, plan) when `transform` is a `Compose` that `plan` replays: `normalise(to_uint8(steps(img)), plan)`
+    is then `transform(img)` bit for bit (the same float32 `/255`, subtraction and division as `ToTensor` and
+    `Normalize`), with the conversion and normalisation batched. None otherwise (the exact path runs it whole)."""
+    planned = plan(transform)
+    if isinstance(planned, str) or "Compose" not in type(transform).__name__:
+        return None
+    steps = list(transform.transforms)  # type: ignore[attr-defined]
+    cut = next(k for k, step in enumerate(steps) if type(step).__name__ in ("ToTensor", "MaybeToTensor"))
+    return PilSteps(steps[:cut]), planned
+
+
+def to_uint8(image) -> UInt8[Tensor, "3 H W"]:
+    """An RGB PIL image as a uint8 (3, H, W) tensor (one copy, as `ToTensor` makes before its float conversion)."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return pil_to_tensor(image)
+
+
 def normalise(batch: UInt8[Tensor, "b 3 H W"], plan: Plan) -> Tensor:
     """`/255` then the plan's `Normalize`, batched in float32 on the batch's device."""
     x = batch.float().div_(255.0)

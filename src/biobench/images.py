@@ -23,11 +23,13 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import polars as pl
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:  # only annotations use it: extraction alone (benchmarks/gpu_check.sh) runs without polars
+    import polars as pl
 
 from biobench.errors import DataError
 

@@ -51,8 +51,15 @@ def run_config(exp: Experiment, options, settings: dict, **route) -> dict:
 
 
 def embedding_info(emb) -> dict:
-    """What a stored report records about its image features: counts, the preprocessing path, per-stage seconds."""
-    return {"n_cached": emb.n_cached, "n_embedded": emb.n_embedded, "decode": emb.decode, "timings": emb.timings}
+    """What a stored report records about its image features: counts, the preprocessing path, per-stage seconds (with the
+    batch size used), and how the backbone ran (`EmbedResult.extraction`: precision, channels-last, compile)."""
+    return {
+        "n_cached": emb.n_cached,
+        "n_embedded": emb.n_embedded,
+        "decode": emb.decode,
+        "timings": emb.timings,
+        "extraction": getattr(emb, "extraction", {}),
+    }
 
 
 def probe_reports(
@@ -122,7 +129,12 @@ def _embedded_reports(backbone, task_name, experiments, keys, cfg: Config, examp
     options = cfg.task_options_for(task_name)
     examples = spec.read(options) if examples is None else examples
     cache = FeatureCache(s.resolved_cache_dir())
-    emb = get_features(backbone, examples.images, cache, EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys, decode=s.decode))
+    emb = get_features(
+        backbone,
+        examples.images,
+        cache,
+        EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys, decode=s.decode, channels_last=s.channels_last, compile=s.compile),
+    )
     data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
     seconds_embed = emb.seconds
     for exp, key in zip(experiments, keys, strict=True):
