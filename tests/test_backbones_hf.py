@@ -157,6 +157,17 @@ def test_experiment_keys_pin_a_local_folder_by_its_files_and_a_hub_id_by_its_cac
     assert "not in the local Hugging Face cache" in caplog.text and "@COMMIT" in caplog.text
 
 
+@torch.inference_mode()
+def test_pretrained_false_is_a_seeded_random_initialisation_of_the_same_architecture(models):
+    pixels = torch.zeros(2, 3, 32, 32).uniform_(generator=torch.Generator().manual_seed(0))
+    saved = load_vision_backbone("hf", str(models["dino"])).img_encode(pixels).img_features
+    first = load_vision_backbone("hf", str(models["dino"]), pretrained=False)
+    again = load_vision_backbone("hf", str(models["dino"]), pretrained=False).img_encode(pixels).img_features
+    torch.testing.assert_close(first.img_encode(pixels).img_features, again, rtol=0, atol=0)
+    assert first.img_encode(pixels).img_features.shape == saved.shape and not torch.allclose(saved, again)
+    assert Model("hf", str(models["dino"]), pretrained=False).key_ckpt.startswith(f"{models['dino']}#random-init#weights=")
+
+
 def test_bad_checkpoints_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BackboneError, match="no config.json"):
