@@ -3,8 +3,8 @@
 The model is `AutoModel.from_pretrained` (or `AutoModel.from_config` for `pretrained = false`:
 a seeded random initialisation of the same architecture, which still reads the config), its
 evaluation transform the checkpoint's `AutoImageProcessor`, and for CLIP-style checkpoints
-(a config with both a `text_config` and a `vision_config`: CLIP, SigLIP, SigLIP 2, ...) its
-`AutoTokenizer`. `transformers` is imported only when such a backbone is built.
+(a contrastive model type, `CONTRASTIVE`: CLIP, SigLIP, SigLIP 2, Chinese-CLIP, AltCLIP, ALIGN,
+MetaCLIP 2) its `AutoTokenizer`. `transformers` is imported only when such a backbone is built.
 
 Image features:
 
@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 MAX_LENGTH_PADDING = ("siglip", "siglip2")
 """Model types whose text towers were trained on texts padded to the full context (`padding="max_length"`)."""
+CONTRASTIVE = ("clip", "siglip", "siglip2", "chinese_clip", "altclip", "align", "metaclip_2")
+"""Model types whose `get_text_features` and `get_image_features` share one space (the text route's towers)."""
 FAST_PROCESSORS = ("CLIPImageProcessor", "SiglipImageProcessor", "BitImageProcessor", "ViTImageProcessor")
 """Image processors whose steps (uint8 resize, centre crop, rescale, normalise) `fastpath` replays."""
 
@@ -175,8 +177,8 @@ class HuggingFace(VisionBackbone):
 
     @classmethod
     def has_text_tower(cls, ckpt: str) -> bool:
-        """From the config (folder or local cache): both a text and a vision config. A Hub id not cached: by its name
-        (CLIP / SigLIP in it), since nothing may be downloaded to decide."""
+        """From the config (folder or local cache): a contrastive image-text model type (`CONTRASTIVE`) with both a text
+        and a vision config. A Hub id not cached: by its name (CLIP / SigLIP in it), since nothing may be downloaded to decide."""
         try:
             config = read_config(ckpt)
         except BackboneError:
@@ -184,7 +186,7 @@ class HuggingFace(VisionBackbone):
         if config is None:
             name = split_ckpt(ckpt)[0].lower()
             return "clip" in name or "siglip" in name
-        return "text_config" in config and "vision_config" in config
+        return config.get("model_type") in CONTRASTIVE and "text_config" in config and "vision_config" in config
 
     def __init__(self, ckpt: str, *, pretrained: bool = True):
         super().__init__()
