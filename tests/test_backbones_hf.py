@@ -132,6 +132,20 @@ def test_the_fast_path_replays_the_processor(models, name):
         assert not torch.allclose(fastpath.normalise(fastpath.geometry(u8, rounded, None)[None], plan)[0], transform(pic), atol=1e-3)
 
 
+def test_fast_and_exact_extraction_agree_through_the_engine(models, tmp_path):
+    from biobench.cache import FeatureCache
+    from biobench.embed import EmbedSettings, get_features
+
+    get_task("nabirds").fixture(tmp_path / "nab")
+    spec = get_task("nabirds")
+    ims = spec.read(spec.options(data=tmp_path / "nab")).images
+    clip = load_vision_backbone("hf", str(models["clip"]))
+    out = {d: get_features(clip, ims, FeatureCache(tmp_path / d), EmbedSettings(n_workers=0, decode=d)) for d in ("exact", "fast")}
+    assert out["fast"].timings["n_fast"] == len(ims)  # the processor's plan was used, no fallback
+    a, b = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(out[d].features)), dim=1) for d in ("exact", "fast"))
+    assert (a * b).sum(1).min() > 0.9999
+
+
 def test_experiment_keys_pin_a_local_folder_by_its_files_and_a_hub_id_by_its_cached_revision(models, tmp_path, monkeypatch, caplog):
     folder = tmp_path / "copy"
     folder.mkdir()
