@@ -49,7 +49,7 @@ NO_HEAVY = """
 import sys
 from biobench import cli
 code = cli.main(sys.argv[1:])
-heavy = sorted(m for m in ("torch", "sklearn", "litellm") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "sklearn", "litellm", "transformers") if m in sys.modules)
 print("HEAVY", heavy)
 """
 

@@ -178,7 +178,7 @@ def models() -> int:
         print(f"{org:<12} {doc[0] if doc else ''}")
     print(
         "\nExamples: open-clip:ViT-B-16/openai  open-clip:hf-hub:imageomics/bioclip  "
-        "timm:vit_base_patch14_reg4_dinov2.lvd142m  torchvision:resnet50/IMAGENET1K_V2  builtin:pixel-stats"
+        "timm:vit_base_patch14_reg4_dinov2.lvd142m  torchvision:resnet50/IMAGENET1K_V2  hf:facebook/dinov2-base  builtin:pixel-stats"
     )
     from biobench.mllm.registry import REGISTRY
 

@@ -76,7 +76,7 @@ class Model(MllmSettings):
             return self.ckpt
         from biobench.weights import weights_tag
 
-        return (self.ckpt if self.pretrained else f"{self.ckpt}#random-init") + weights_tag(self.ckpt)
+        return (self.ckpt if self.pretrained else f"{self.ckpt}#random-init") + weights_tag(self.ckpt, self.org)
 
     @property
     def name(self) -> str:

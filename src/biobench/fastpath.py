@@ -52,6 +52,9 @@ class Resize:
 @dataclasses.dataclass(frozen=True)
 class CenterCrop:
     size: tuple[int, int]
+    anchor: str = "round"
+    """Where the crop starts: "round" (torchvision: round((h - size) / 2), half to even) or "floor"
+    (`transformers`' processors: (h - size) // 2); they differ by a pixel when h - size is odd."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,9 @@ def plan(transform: object) -> Plan | str:
     eval transforms; and torchvision's `ImageClassification` preset (`weights.transforms()`)."""
     from torchvision import transforms as T
 
+    own = getattr(transform, "fast_plan", None)
+    if callable(own):  # a transform that states its own replay (`biobench.backbones.hf.HfImageTransform`)
+        return own()
     name = type(transform).__name__
     if name == "ImageClassification" and hasattr(transform, "crop_size"):
         interp = _interpolation(transform.interpolation)
@@ -142,6 +148,8 @@ def geometry(image: UInt8[Tensor, "3 h w"], plan: Plan, crop: Crop | None) -> UI
                 step.max_size,
                 antialias=True,
             )
+        elif step.anchor == "floor":
+            image = _floor_crop(image, step.size)
         else:
             image = F.center_crop(image, list(step.size))
     return image
@@ -199,6 +207,19 @@ def to_uint8(image) -> UInt8[Tensor, "3 H W"]:
     if image.mode != "RGB":
         image = image.convert("RGB")
     return pil_to_tensor(image)
+
+
+def _floor_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """A centre crop anchored as `transformers` anchors it: zero-padded (left/top half rounded down) where the image is
+    smaller, then started at (h - size) // 2."""
+    from torchvision.transforms.v2 import functional as F
+
+    (ch, cw), (h, w) = size, image.shape[-2:]
+    if ch > h or cw > w:
+        pad = [max(cw - w, 0) // 2, max(ch - h, 0) // 2, (max(cw - w, 0) + 1) // 2, (max(ch - h, 0) + 1) // 2]
+        image = F.pad(image, pad, fill=0)
+        h, w = image.shape[-2:]
+    return F.crop(image, (h - ch) // 2, (w - cw) // 2, ch, cw)
 
 
 def normalise(batch: UInt8[Tensor, "b 3 H W"], plan: Plan) -> Tensor:

@@ -66,7 +66,7 @@ def get_text_features(
     start = time.perf_counter()
     if not type(backbone).has_text_tower(backbone.ckpt):
         raise BackboneError(
-            f"{backbone.name} has no text tower; text-route tasks need a CLIP-style model (open-clip, builtin:colour-clip)."
+            f"{backbone.name} has no text tower; text-route tasks need a CLIP-style model (open-clip, hf CLIP / SigLIP, builtin:colour-clip)."
         )
     unique = list(dict.fromkeys(texts))
     keys = np.array([text_key(t) for t in unique], dtype="S32")

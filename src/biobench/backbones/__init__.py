@@ -1,7 +1,7 @@
 """Vision backbones: the interface, the org registry, and the built-in orgs.
 
-Orgs registered here: `open-clip`, `timm`, `torchvision`, `builtin` (`pixel-stats`,
-`random-vit`). Installed packages can add orgs through the `biobench.backbones`
+Orgs registered here: `open-clip`, `timm`, `torchvision`, `hf` (Hugging Face `transformers`),
+`builtin` (`pixel-stats`, `random-vit`, `colour-clip`). Installed packages can add orgs through the `biobench.backbones`
 entry-point group; scripts call `register_vision_backbone`.
 """
 
@@ -15,11 +15,13 @@ from biobench.backbones.base import (
     register_vision_backbone,
 )
 from biobench.backbones.builtin import Builtin, PixelStats, RandomViT
+from biobench.backbones.hf import HuggingFace
 from biobench.backbones.third_party import OpenClip, Timm, Torchvision
 
 register_vision_backbone("open-clip", OpenClip)
 register_vision_backbone("timm", Timm)
 register_vision_backbone("torchvision", Torchvision)
+register_vision_backbone("hf", HuggingFace)
 register_vision_backbone("builtin", Builtin)
 
 __all__ = [
@@ -36,4 +38,5 @@ __all__ = [
     "OpenClip",
     "Timm",
     "Torchvision",
+    "HuggingFace",
 ]

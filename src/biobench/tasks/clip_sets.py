@@ -29,12 +29,17 @@ Getting the data (`biobench download NAME --dir DIR`):
   and the layout (`DataError`).
 - `meta-album-*`: printed steps too: each mini set comes from the Meta-Album site as one zip.
 
-Protocol (the text route only: `method = "zero-shot"` models): every row is a test image; class
+Zero-shot protocol (the text route: `method = "zero-shot"` models): every row is a test image; class
 names in the form `names` selects (BioCLIP's text types; default scientific + common, "Tamias
 striatus with common name eastern chipmunk") in each template of `templates` (OpenAI's 80, or
 one), averaged per class; top-1 by cosine similarity. Metric: accuracy (top-5 and per-class
-accuracy in the sub-scores), interval by a class-stratified bootstrap. Few-shot (SimpleShot at
-1 and 5 shots) is not wired here yet. Bad inputs, each a `DataError` naming the file and line:
+accuracy in the sub-scores), interval by a class-stratified bootstrap.
+
+Few-shot protocol (the probe route: `method = "cvml"` models, `n_train` = shots per class, 1 and
+5 in BioCLIP 2; -1 runs 5): BioCLIP 2's SimpleShot over `folds` (5) seeded k-shot folds, each
+class's other images the test set, from the same cached image features (`biobench.fewshot`).
+
+Bad inputs, each a `DataError` naming the file and line:
 a CSV missing, a column the name form needs missing, an empty name, an image not on disk.
 """
 
@@ -54,6 +59,7 @@ from biobench.layouts import missing_data
 from biobench.layouts.bioclip import NameForm, read_metadata
 from biobench.layouts.tables import read_csv
 from biobench.metrics import STRATIFIED_ACCURACY
+from biobench.probes import SimpleShot
 from biobench.tasks import register_task
 from biobench.tasks.spec import TaskSpec
 
@@ -107,6 +113,8 @@ class Options:
     """Which class name the prompts use: BioCLIP's text types."""
     templates: Literal["openai", "single"] = "openai"
     """Prompt templates: "openai" (the 80 of CLIP) or "single" ("a photo of {}.")."""
+    folds: int = 5
+    """Few-shot (probe route): seeded draws of the k-shot support sets (BioCLIP 2's nfold), each scored on the rest."""
 
 
 def _csvs(name: str, data: Path) -> list[Path]:
@@ -198,11 +206,22 @@ def make_fixture(name: str):
     return fixture
 
 
+def make_few_shot(name: str):
+    def few_shot(options: Options, examples: Examples, features, ctx):
+        """BioCLIP 2's few-shot SimpleShot at n_train shots per class (`biobench.fewshot`)."""
+        from biobench import fewshot
+
+        return fewshot.evaluate(name, examples, features, ctx, n_folds=options.folds)
+
+    return few_shot
+
+
 for _name, (_source, _what) in SETS.items():
     _cameras = _name == "idle-oo-camera-traps"
     register_task(TaskSpec(
-        _name, VERSION, BIOCLIP2 + "\n" + SOURCES[_source], Options, make_read(_name), make_fixture(_name), routes=("text",),
-        metric=STRATIFIED_ACCURACY, uses_n_train=False, kind="classification",
+        _name, VERSION, BIOCLIP2 + "\n" + SOURCES[_source], Options, make_read(_name), make_fixture(_name),
+        routes=("text", "probe"), probe=SimpleShot(), evaluate=make_few_shot(_name), metric=STRATIFIED_ACCURACY,
+        kind="classification",
         resources=CAMERA_TRAP_RESOURCES if _cameras else (),
         download=fetch_camera_trap_images if _cameras else manual_download(_name),
     ))  # fmt: skip
