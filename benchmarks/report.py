@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from biobench import report, stats
-from biobench.store import Store
+from biobench.store import Store, packed_row
 
 N_CLASSES = 20
 N_TRAITS = 9
@@ -93,6 +93,11 @@ def generate(path: Path, n_models: int, n_tasks: int, n_trains: list[int], n_see
                         "INSERT INTO predictions (experiment_id, example_id, score, info) VALUES (?, ?, ?, ?)",
                         zip([exp_id] * n_test, ids, scores.tolist(), infos),
                     )
+                    # What Store.write keeps beside the rows: the packed arrays the report reads.
+                    conn.execute(
+                        "INSERT INTO prediction_arrays (experiment_id, n, ids_digest, scores, label, pred, grp) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        packed_row(exp_id, ids, scores.tolist(), infos),
+                    )
         print(f"generated {task} ({metric}{', clustered' if clustered else ''})", flush=True)
     conn.execute("COMMIT")
     conn.close()
@@ -108,7 +113,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=None, help="where the generated store is cached")
     args = parser.parse_args()
     n_trains = [2**k for k in range(1, args.n_train)] + [-1]
-    store = args.store or Path(f"/tmp/biobench-report-bench-{args.models}x{args.tasks}x{args.n_train}x{args.seeds}x{args.n_test}.sqlite")
+    store = args.store or Path(f"/tmp/biobench-report-bench-{args.models}x{args.tasks}x{args.n_train}x{args.seeds}x{args.n_test}-v2.sqlite")
     if not store.exists():
         start = time.perf_counter()
         tmp = store.with_suffix(".partial")

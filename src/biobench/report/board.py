@@ -142,6 +142,12 @@ strings of separate queries (scores, labels, groups) line up; SQLite refuses the
 scan another way."""
 
 
+def fetch_ids(conn: sqlite3.Connection, exp_id: int) -> str | None:
+    """One experiment's example ids, in id order, joined by \\x1f (None if it stored no predictions)."""
+    row = conn.execute(f"SELECT count(*), group_concat(example_id, char(31)) FROM {_BY_ID}", (exp_id,)).fetchone()
+    return row[1] if row[0] else None
+
+
 def fetch_scores(conn: sqlite3.Connection, exp_id: int) -> tuple[str, np.ndarray] | None:
     """One experiment's example ids (joined by \\x1f, in id order) and per-example scores; None if none stored.
 
@@ -178,6 +184,44 @@ def fetch_infos(conn: sqlite3.Connection, exp_id: int) -> list[dict]:
     return json.loads("[" + (row[0] or "").replace("\x1e", ",") + "]")
 
 
+@dataclasses.dataclass
+class Stored:
+    """One experiment's predictions as the paired tests need them, in example-id order."""
+
+    digest: str
+    """`store.ids_digest` of its example ids: equal digests, the same test examples."""
+    scores: np.ndarray
+    fields: dict[str, np.ndarray | list]
+    """Info field (label, pred, group) -> one value per prediction (an int64 array where the values are integers)."""
+
+
+def fetch_stored(conn: sqlite3.Connection, exp_ids: Sequence[int], fields: Sequence[str]) -> dict[int, Stored | None]:
+    """The predictions of several experiments: their `prediction_arrays` rows in one query where stored, else
+    (a database from before them) their prediction rows. None for an experiment without predictions."""
+    from biobench.store import PACKED_FIELDS, ids_digest, unpack_values
+
+    out: dict[int, Stored | None] = {}
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'prediction_arrays'").fetchone():
+        cols = ", ".join({"label": "label", "pred": "pred", "group": "grp"}[f] for f in fields)
+        ids = list(dict.fromkeys(exp_ids))
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            query = (
+                f"SELECT experiment_id, n, ids_digest, scores{', ' + cols if cols else ''} FROM prediction_arrays "
+                f"WHERE experiment_id IN ({', '.join('?' * len(part))})"
+            )
+            for exp_id, n, digest, blob, *values in conn.execute(query, part):
+                scores = np.frombuffer(blob, dtype="<f8").astype(np.float64)
+                out[exp_id] = Stored(digest, scores, {f: unpack_values(v, n) for f, v in zip(fields, values)}) if n else None
+    assert set(fields) <= set(PACKED_FIELDS)
+    for exp_id in exp_ids:
+        if exp_id in out:
+            continue
+        got = fetch_scores(conn, exp_id)
+        out[exp_id] = None if got is None else Stored(ids_digest(got[0]), got[1], {f: fetch_field(conn, exp_id, f) for f in fields})
+    return out
+
+
 def _spec(task: str):
     """The registered task's spec, or None (a task of a plugin that is not loaded, a generated store)."""
     try:
@@ -194,12 +238,12 @@ def _spec(task: str):
 
 
 def weights(n_units: int, n_resamples: int, seed: int, *, strata: np.ndarray | None = None) -> Float[np.ndarray, "b1 u"]:
-    """(1 + B, units) draw counts: row 0 is all ones (the point estimate), row r the counts of replicate r.
+    """(1 + B, units) draw counts (float32, exact): row 0 is all ones (the point estimate), row r the counts of replicate r.
 
     Replicate r counts how often each unit is among the r-th row of `stats.resample_indices`
     (U draws with replacement; with `strata`, within each stratum), on the same seed.
     """
-    out = np.empty((n_resamples + 1, n_units))
+    out = np.empty((n_resamples + 1, n_units), dtype=np.float32)
     out[0] = 1.0
     row = 1
     for idx in stats.resample_indices(n_units, n_resamples=n_resamples, seed=seed, strata=strata):
@@ -211,22 +255,26 @@ def weights(n_units: int, n_resamples: int, seed: int, *, strata: np.ndarray | N
 
 
 _MAX_CELLS = 2**25  # elements of one product's result (float32: 128 MB)
+_DENSE_SHARE = 0.05
+"""Above this share of ones, an indicator matrix is multiplied dense (BLAS); below, sparse."""
 
 
 def _weighted_sums(w: np.ndarray, cols: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
-    """w @ M for the 0/1 matrix M (n x width) with ones at (rows, cols): dense float32 BLAS when M is small, else sparse.
+    """w @ M for the 0/1 matrix M (n x width) with ones at (rows, cols), in float64.
 
-    Counts are small integers, exact in float32.
+    Counts times 0/1 are small integers, exact in float32, so the product runs in float32:
+    dense BLAS when M is dense enough and fits, else dense-times-sparse (CSC).
     """
     n = w.shape[1]
-    if n * width * 4 <= 256 * 2**20:
+    w32 = w.astype(np.float32, copy=False)
+    if len(rows) > _DENSE_SHARE * n * width and n * width * 4 <= 256 * 2**20:
         m = np.zeros((n, width), dtype=np.float32)
         m[rows, cols] = 1.0
-        return (w.astype(np.float32, copy=False) @ m).astype(np.float64)
+        return (w32 @ m).astype(np.float64)
     import scipy.sparse as sp
 
-    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, width))
-    return np.asarray((m.T @ w.astype(np.float32, copy=False).T).T, dtype=np.float64)
+    m = sp.csc_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, width))
+    return np.asarray(w32 @ m, dtype=np.float64)
 
 
 def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Sequence[np.ndarray]) -> Float[np.ndarray, "e b1"]:
@@ -240,7 +288,7 @@ def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Se
     if metric in MULTILABEL:
         t = np.asarray(y_true, dtype=bool)
         k = t.shape[1]
-        true = w @ t.astype(np.float64)
+        true = w.astype(np.float64) @ t.astype(np.float64)
         chunk = max(1, _MAX_CELLS // (b1 * 2 * k))
         out = []
         for lo in range(0, len(y_preds), chunk):
@@ -261,7 +309,9 @@ def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Se
     c_n = len(labels)
     t = np.searchsorted(labels, y_true)
     true = _weighted_sums(w, t, np.arange(n), c_n)
-    chunk = max(1, _MAX_CELLS // (b1 * 2 * c_n))
+    # Mean per-class accuracy needs only the hits per class; macro-F1 also the predictions per class.
+    parts = 2 if metric == "macro_f1" else 1
+    chunk = max(1, _MAX_CELLS // (b1 * parts * c_n))
     out = []
     for lo in range(0, len(y_preds), chunk):
         ps = list(y_preds[lo : lo + chunk])
@@ -271,14 +321,15 @@ def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Se
             pc = np.where((pc < c_n) & (labels[np.minimum(pc, c_n - 1)] == p), pc, -1)
             hit = np.flatnonzero(pc == t)
             rows.append(hit)
-            cols.append((e * 2) * c_n + t[hit])
-            ok = np.flatnonzero(pc >= 0)
-            rows.append(ok)
-            cols.append((e * 2 + 1) * c_n + pc[ok])
-        sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * 2 * c_n).reshape(b1, len(ps), 2, c_n)
-        tp, pred = sums[:, :, 0], sums[:, :, 1]
+            cols.append((e * parts) * c_n + t[hit])
+            if parts == 2:
+                ok = np.flatnonzero(pc >= 0)
+                rows.append(ok)
+                cols.append((e * 2 + 1) * c_n + pc[ok])
+        sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * parts * c_n).reshape(b1, len(ps), parts, c_n)
+        tp = sums[:, :, 0]
         if metric == "macro_f1":
-            denom = true[:, None, :] + pred
+            denom = true[:, None, :] + sums[:, :, 1]
             values = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=2)
         else:  # mean per-class accuracy over the classes present in the replicate
             present = np.broadcast_to(true[:, None, :] > 0, tp.shape)
@@ -286,6 +337,25 @@ def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Se
             values = recall.sum(axis=2) / np.maximum(present.sum(axis=2), 1)
         out.append(values.T)
     return np.concatenate(out)
+
+
+def replicate_means(w: np.ndarray, codes: np.ndarray, n_units: int, scores: Sequence[np.ndarray]) -> Float[np.ndarray, "e b1"]:
+    """Each score vector's weighted mean under every weight row, its examples in units `codes` (0..n_units-1).
+
+    The per-unit sums of 0/1 scores (or any integers) are exact in float32, and so is their
+    product with the counts: the product then runs in float32 (BLAS), otherwise in float64.
+    """
+    sizes = np.bincount(codes, minlength=n_units).astype(np.float64)
+    sums = np.stack([np.bincount(codes, weights=s, minlength=n_units) for s in scores])
+    bound = max(float(np.abs(sums).sum(axis=1).max(initial=0)), float(sizes.sum())) * float(w.max(initial=0))
+    exact = bool(np.all(sums == np.round(sums))) and bound < 2**24
+    if exact:
+        num = (w.astype(np.float32, copy=False) @ sums.T.astype(np.float32)).astype(np.float64)
+        den = (w.astype(np.float32, copy=False) @ sizes.astype(np.float32)).astype(np.float64)
+    else:
+        w64 = w.astype(np.float64)
+        num, den = w64 @ sums.T, w64 @ sizes
+    return (num / den[:, None]).T
 
 
 def _codes(lists: Sequence[Sequence]) -> list[np.ndarray]:
@@ -478,44 +548,57 @@ def _read(col: Column, groups: dict, conn) -> dict | None:
     if spec is not None and getattr(spec.metric, "value", None) is not None and not label_metric:
         col.note = f"{metric} cannot be recomputed from the stored predictions: no paired tests"
         return None
-    scores = {r["id"]: fetch_scores(conn, r["id"]) for g in groups.values() for r in g}
-    ref_key = next((k for k in sorted(groups) if all(scores[r["id"]] is not None for r in groups[k])), None)
+    clustered = not label_metric and resample in (None, "clustered")
+    fields = ("label", "pred") if label_metric else ("group",) if clustered else ()
+    stored = fetch_stored(conn, [r["id"] for g in groups.values() for r in g], fields)
+    ref_key = next((k for k in sorted(groups) if all(stored[r["id"]] is not None for r in groups[k])), None)
     if ref_key is None:
         col.note = "no stored predictions: no paired tests"
         return None
     ref_id = groups[ref_key][0]["id"]
-    ref_ids = scores[ref_id][0]
+    ref = stored[ref_id]
     rows_ok = []
     for key in sorted(groups):
         rs = groups[key]
-        if any(scores[r["id"]] is None for r in rs):
+        if any(stored[r["id"]] is None for r in rs):
             col.cells[key].note = "predictions not stored"
-        elif any(scores[r["id"]][0] != ref_ids for r in rs):
+        elif any(stored[r["id"]].digest != ref.digest for r in rs):
             col.cells[key].note = "scored on other test examples than the rest of the column"
         else:
             rows_ok.append(key)
     exps = [r for k in rows_ok for r in groups[k]]
-    clustered = not label_metric and resample in (None, "clustered")
-    ref_info = fetch_infos(conn, ref_id) if headline is not None else None
-    truth = fetch_field(conn, ref_id, "label") if label_metric else None
-    grp = fetch_field(conn, ref_id, "group") if clustered else None
-    pred_of = {r["id"]: fetch_field(conn, r["id"], "pred") for r in exps} if label_metric else {}
-    return dict(locals())
+    return {
+        "ids": fetch_ids(conn, ref_id).split("\x1f"),
+        "ref_info": fetch_infos(conn, ref_id) if headline is not None else None,
+        "truth": ref.fields.get("label"),
+        "grp": ref.fields.get("group"),
+        "scores": {r["id"]: stored[r["id"]].scores for r in exps},
+        "pred_of": {r["id"]: stored[r["id"]].fields["pred"] for r in exps} if label_metric else {},
+        "rows_ok": rows_ok,
+        "exps": exps,
+        "label_metric": label_metric,
+        "clustered": clustered,
+        "headline": headline,
+    }
 
 
 def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, alpha: float) -> None:
     """The column's paired bootstrap: one weight matrix for every model, then tests, ranks and intervals."""
     metric, label_metric, clustered, headline = col.metric, data["label_metric"], data["clustered"], data["headline"]
-    scores, ref_ids, ref_info, truth, grp, pred_of = (data[k] for k in ("scores", "ref_ids", "ref_info", "truth", "grp", "pred_of"))
+    ids, ref_info, truth, grp, pred_of, scores = (data[k] for k in ("ids", "ref_info", "truth", "grp", "pred_of", "scores"))
     rows_ok, exps = data["rows_ok"], data["exps"]
-    ids = ref_ids.split("\x1f")
     keep = np.ones(len(ids), dtype=bool)
     if headline is not None:
         keep = np.array([headline in (i or {}).values() for i in ref_info])
     sel = np.flatnonzero(keep)
     n = len(sel)
     col_seed = column_seed(seed, col.task, col.protocol, col.n_train)
-    pick = (lambda v: v) if n == len(ids) else (lambda v: [v[i] for i in sel])
+
+    def pick(v):
+        if n == len(ids):
+            return v
+        return v[sel] if isinstance(v, np.ndarray) else [v[i] for i in sel]
+
     # Per experiment: its replicate vector (row 0 = the point estimate).
     if label_metric:
         truth = pick(truth)
@@ -535,7 +618,7 @@ def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, al
         units_src = None
         if clustered:
             grp = pick(grp)
-            if all(v is not None for v in grp):
+            if isinstance(grp, np.ndarray) or all(v is not None for v in grp):
                 units_src, col.units = grp, "groups"
         if units_src is None and n and _REPEAT.match(ids[sel[0]]):
             units_src, col.units = [_REPEAT.sub("", ids[i]) for i in sel], "test examples (repeats pooled)"
@@ -544,10 +627,8 @@ def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, al
         else:
             codes = _codes([units_src])[0]
             g = int(codes.max()) + 1
-        sizes = np.bincount(codes, minlength=g).astype(np.float64)
         w = weights(g, n_resamples, col_seed)
-        sums = np.stack([np.bincount(codes, weights=scores[r["id"]][1][sel], minlength=g) for r in exps])
-        reps_e = (w @ sums.T).T / (w @ sizes)[None, :]
+        reps_e = replicate_means(w, codes, g, [scores[r["id"]][sel] for r in exps])
     _conclude(col, groups, rows_ok, reps_e, alpha)
 
 
