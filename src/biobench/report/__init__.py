@@ -169,8 +169,18 @@ def across_seed_interval(rs: Sequence[dict], z: float = 1.96) -> tuple[float | N
     mean = statistics.fmean(scores)
     below = statistics.fmean(r["score"] - r["ci_low"] for r in with_ci)
     above = statistics.fmean(r["ci_high"] - r["score"] for r in with_ci)
-    seed_term = z * statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else 0.0
+    seed_term = z * stdev(scores) / len(scores) ** 0.5
     return mean - (below**2 + seed_term**2) ** 0.5, mean + (above**2 + seed_term**2) ** 0.5
+
+
+def stdev(xs: Sequence[float]) -> float:
+    """Sample standard deviation (0 for fewer than two values): `statistics.stdev` to within rounding, without its
+    exact fractions (thousands of cells are reported)."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    m = math.fsum(xs) / n
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (n - 1))
 
 
 def protocol_labels(rows: Sequence[dict]) -> dict[str, str]:
@@ -215,7 +225,7 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
                 "score": statistics.fmean(scores),
                 "ci_low": low,
                 "ci_high": high,
-                "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "sd": stdev(scores),
                 "n_seeds": len(rs),
                 "n_test": rs[0]["n_test"],
                 "usd_per_answer": None if None in costs else sum(costs) / sum(r["n_test"] for r in rs),

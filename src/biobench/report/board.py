@@ -9,7 +9,9 @@ metric on the resampled test set: the seeds' training draws are held fixed.
 
 - Units. Examples, except where the predictions carry a `group` (an individual, a video)
   and the task's metric resamples clusters (or no task spec is known): then whole groups
-  are drawn (Multinomial(G, 1/G) per replicate). Few-shot repeats (`rNNN:ID`) share the
+  are drawn (Multinomial(G, 1/G) per replicate). A metric may name another info field as
+  its cluster (`Metric.cluster`: NeWT's `task`, so NeWT resamples its sub-tasks); with a
+  single cluster the examples are drawn. Few-shot repeats (`rNNN:ID`) share the
   test example `ID` as their unit. Macro metrics (macro-F1, mean per-class accuracy)
   resample within class, as their stored intervals do.
 - Metrics recomputed from the weights: means of per-example scores (accuracy, top-1,
@@ -38,6 +40,7 @@ metric on the resampled test set: the seeds' training draws are held fixed.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
@@ -246,11 +249,14 @@ def weights(n_units: int, n_resamples: int, seed: int, *, strata: np.ndarray | N
     out = np.empty((n_resamples + 1, n_units), dtype=np.float32)
     out[0] = 1.0
     row = 1
+    step = max(1, 2**16 // n_units)  # rows counted at once: the keys and counts stay in cache
+    offsets = (np.arange(step) * n_units)[:, None]
     for idx in stats.resample_indices(n_units, n_resamples=n_resamples, seed=seed, strata=strata):
-        b = idx.shape[0]
-        keys = (idx + (np.arange(b) * n_units)[:, None]).ravel()
-        out[row : row + b] = np.bincount(keys, minlength=b * n_units).reshape(b, n_units)
-        row += b
+        for lo in range(0, idx.shape[0], step):
+            part = idx[lo : lo + step]
+            b = part.shape[0]
+            out[row : row + b] = np.bincount((part + offsets[:b]).ravel(), minlength=b * n_units).reshape(b, n_units)
+            row += b
     return out
 
 
@@ -277,64 +283,106 @@ def _weighted_sums(w: np.ndarray, cols: np.ndarray, rows: np.ndarray, width: int
     return np.asarray(w32 @ m, dtype=np.float64)
 
 
+_PER_CLASS_GEMM = 64
+"""Up to this many classes, per-class hits come from one small dense product per class (BLAS); above, sparse."""
+
+
+def _by_class_products(wc: np.ndarray, bounds: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(c, b1, e) float32: [c, b, e] = sum over the examples i of class c of wc[b, i] x[e, i] (examples sorted by class, `bounds`)."""
+    c_n = len(bounds) - 1
+    out = np.empty((c_n, wc.shape[0], x.shape[0]), dtype=np.float32)
+    for c in range(c_n):
+        lo, hi = bounds[c], bounds[c + 1]
+        np.matmul(wc[:, lo:hi], x[:, lo:hi].T, out=out[c])
+    return out
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 (classes or traits) of 2 tp / (true + tp + fp), 0 where nothing is true or predicted."""
+    c_n, b1, e_n = tp.shape
+    out = np.empty((b1, e_n))
+    step = max(1, 2**16 // (c_n * e_n))  # replicates at once: the temporaries stay in cache
+    for lo in range(0, b1, step):
+        t = tp[:, lo : lo + step].astype(np.float64)
+        denom = true[:, lo : lo + step] + t + fp[:, lo : lo + step]
+        out[lo : lo + step] = np.divide(2 * t, denom, out=np.zeros(denom.shape), where=denom > 0).mean(axis=0)
+    return out
+
+
+def _mean_recall(tp: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 (classes) of tp / true over the classes present (true > 0) in each replicate."""
+    c_n, b1, e_n = tp.shape
+    out = np.empty((b1, e_n))
+    step = max(1, 2**16 // (c_n * e_n))  # replicates at once: the temporaries stay in cache
+    for lo in range(0, b1, step):
+        t = tp[:, lo : lo + step].astype(np.float64)
+        present = np.broadcast_to(true[:, lo : lo + step] > 0, t.shape)
+        recall = np.divide(t, np.broadcast_to(true[:, lo : lo + step], t.shape), out=np.zeros(t.shape), where=present)
+        out[lo : lo + step] = recall.sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+    return out
+
+
 def replicate_metric(metric: str, w: np.ndarray, y_true: np.ndarray, y_preds: Sequence[np.ndarray]) -> Float[np.ndarray, "e b1"]:
     """The label metric `metric` of each prediction vector under every weight row (row 0 = the point estimate).
 
-    Per-class (or per-trait) counts of all experiments come from one product of the weights
-    with a 0/1 indicator matrix (experiments in chunks that bound memory), so no loop runs
-    per replicate or per example.
+    Per-class (or per-trait) counts of all experiments come from products of the weights
+    with 0/1 indicator matrices (experiments in chunks that bound memory), so no loop runs
+    per replicate or per example: true positives from the examples of each class (or with
+    each trait) only, false positives from the others (sparse where they are few), and
+    predictions per class = true + false positives. Counts times 0/1 are integers, exact
+    in float32, so the products run in float32. Arrays are laid out (class, replicate, experiment).
     """
     b1, n = w.shape
+    w32 = w.astype(np.float32, copy=False)
     if metric in MULTILABEL:
         t = np.asarray(y_true, dtype=bool)
         k = t.shape[1]
-        true = w.astype(np.float64) @ t.astype(np.float64)
+        true = (w32 @ t.astype(np.float32)).astype(np.float64).T[:, :, None]  # (k, b1, 1)
         chunk = max(1, _MAX_CELLS // (b1 * 2 * k))
+        pos = [np.flatnonzero(t[:, j]) for j in range(k)]
+        neg = [np.flatnonzero(~t[:, j]) for j in range(k)]
+        w_pos, w_neg = [w32[:, i] for i in pos], [w32[:, i] for i in neg]
         out = []
         for lo in range(0, len(y_preds), chunk):
-            ps = [np.asarray(p, dtype=bool) for p in y_preds[lo : lo + chunk]]
-            rows, cols = [], []
-            for e, p in enumerate(ps):
-                for j, mat in ((0, t & p), (1, p)):
-                    r, c = np.nonzero(mat)
-                    rows.append(r)
-                    cols.append((e * 2 + j) * k + c)
-            sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * 2 * k).reshape(b1, len(ps), 2, k)
-            tp, pred = sums[:, :, 0], sums[:, :, 1]
-            denom = true[:, None, :] + pred
-            f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=2)
-            out.append(f1.T)
+            ps = np.stack([np.asarray(p, dtype=bool) for p in y_preds[lo : lo + chunk]])  # (e, n, k)
+            tp = np.empty((k, b1, len(ps)), dtype=np.float32)
+            fp = np.empty((k, b1, len(ps)), dtype=np.float32)
+            for j in range(k):
+                np.matmul(w_pos[j], ps[:, pos[j], j].T.astype(np.float32), out=tp[j])
+                np.matmul(w_neg[j], ps[:, neg[j], j].T.astype(np.float32), out=fp[j])
+            out.append(_f1(tp, fp, true).T)
         return np.concatenate(out)
     labels = np.unique(y_true)
     c_n = len(labels)
     t = np.searchsorted(labels, y_true)
-    true = _weighted_sums(w, t, np.arange(n), c_n)
-    # Mean per-class accuracy needs only the hits per class; macro-F1 also the predictions per class.
-    parts = 2 if metric == "macro_f1" else 1
-    chunk = max(1, _MAX_CELLS // (b1 * parts * c_n))
+    true = _weighted_sums(w, t, np.arange(n), c_n).T[:, :, None]  # (c, b1, 1)
+    dense = c_n <= _PER_CLASS_GEMM
+    if dense:
+        order = np.argsort(t, kind="stable")
+        bounds = np.searchsorted(t[order], np.arange(c_n + 1))
+        wc = np.ascontiguousarray(w32[:, order])
+    chunk = max(1, _MAX_CELLS // (b1 * 2 * c_n))
     out = []
     for lo in range(0, len(y_preds), chunk):
         ps = list(y_preds[lo : lo + chunk])
-        rows, cols = [], []
-        for e, p in enumerate(ps):
+        e_n = len(ps)
+        codes = []
+        for p in ps:
             pc = np.searchsorted(labels, p)
-            pc = np.where((pc < c_n) & (labels[np.minimum(pc, c_n - 1)] == p), pc, -1)
-            hit = np.flatnonzero(pc == t)
-            rows.append(hit)
-            cols.append((e * parts) * c_n + t[hit])
-            if parts == 2:
-                ok = np.flatnonzero(pc >= 0)
-                rows.append(ok)
-                cols.append((e * 2 + 1) * c_n + pc[ok])
-        sums = _weighted_sums(w, np.concatenate(cols), np.concatenate(rows), len(ps) * parts * c_n).reshape(b1, len(ps), parts, c_n)
-        tp = sums[:, :, 0]
-        if metric == "macro_f1":
-            denom = true[:, None, :] + sums[:, :, 1]
-            values = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean(axis=2)
-        else:  # mean per-class accuracy over the classes present in the replicate
-            present = np.broadcast_to(true[:, None, :] > 0, tp.shape)
-            recall = np.divide(tp, np.broadcast_to(true[:, None, :], tp.shape), out=np.zeros_like(tp), where=present)
-            values = recall.sum(axis=2) / np.maximum(present.sum(axis=2), 1)
+            codes.append(np.where((pc < c_n) & (labels[np.minimum(pc, c_n - 1)] == p), pc, -1))
+        pcs = np.stack(codes)  # (e, n), -1: a prediction that is no true class
+        hit = pcs == t[None, :]
+        if dense:
+            tp = _by_class_products(wc, bounds, hit[:, order].astype(np.float32))
+        else:
+            e_idx, i_idx = np.nonzero(hit)
+            tp = _weighted_sums(w, e_idx * c_n + t[i_idx], i_idx, e_n * c_n).reshape(b1, e_n, c_n).transpose(2, 0, 1)
+        if metric == "macro_f1":  # also the false positives per class
+            e_idx, i_idx = np.nonzero(~hit & (pcs >= 0))
+            fp = _weighted_sums(w, e_idx * c_n + pcs[e_idx, i_idx], i_idx, e_n * c_n).reshape(b1, e_n, c_n).transpose(2, 0, 1)
+            values = _f1(tp, fp, true)
+        else:
+            values = _mean_recall(tp, true)
         out.append(values.T)
     return np.concatenate(out)
 
@@ -379,20 +427,29 @@ def _codes(lists: Sequence[Sequence]) -> list[np.ndarray]:
 
 
 def paired_tests(est: Float[np.ndarray, " m"], reps: Float[np.ndarray, "b m"], alpha: float = ALPHA) -> np.ndarray:
-    """(m, m) boolean: [j, k] = j is significantly better than k (one-sided paired bootstrap, Holm over j's m - 1 tests)."""
+    """(m, m) boolean: [j, k] = j is significantly better than k (one-sided paired bootstrap, Holm over j's m - 1 tests).
+
+    All pairs at once (rows of j in blocks that bound memory); Holm row by row as `stats.holm`.
+    """
     m = len(est)
     better = np.zeros((m, m), dtype=bool)
+    if m < 2:
+        return better
     b = reps.shape[0]
-    for j in range(m):
-        others = np.array([k for k in range(m) if k != j], dtype=int)
-        if len(others) == 0:
-            continue
-        d = est[j] - est[others]
-        dstar = reps[:, j : j + 1] - reps[:, others]
-        extreme = (dstar - d[None, :]) >= d[None, :] - 1e-12
-        p = (1 + extreme.sum(axis=0)) / (b + 1)
-        p = np.where(d > 1e-12, np.minimum(p, 1.0), 1.0)
-        better[j, others] = stats.holm(p) <= alpha
+    off = ~np.eye(m, dtype=bool)
+    block = max(1, 2**17 // (b * m))  # rows of j at once: the (b, block, m) temporaries stay in cache
+    for lo in range(0, m, block):
+        hi = min(m, lo + block)
+        d = est[lo:hi, None] - est[None, :]  # [j, k]
+        dstar = reps[:, lo:hi, None] - reps[:, None, :]
+        count = ((dstar - d[None]) >= d[None] - 1e-12).sum(axis=0)
+        p = np.where(d > 1e-12, np.minimum((1 + count) / (b + 1), 1.0), 1.0)
+        p = p[off[lo:hi]].reshape(hi - lo, m - 1)
+        order = np.argsort(p, axis=1, kind="stable")
+        scaled = (m - 1 - np.arange(m - 1))[None, :] * np.take_along_axis(p, order, axis=1)
+        adjusted = np.empty_like(p)
+        np.put_along_axis(adjusted, order, np.minimum(np.maximum.accumulate(scaled, axis=1), 1.0), axis=1)
+        better[lo:hi][off[lo:hi]] = (adjusted <= alpha).ravel()
     return better
 
 
@@ -410,7 +467,9 @@ def ranks_and_ties(est: np.ndarray, better: np.ndarray) -> tuple[np.ndarray, np.
 def interval(estimate: float, reps: np.ndarray, seed_scores: Sequence[float], z: float = 1.96) -> tuple[float, float]:
     """Percentile interval of the replicates, its half-widths combined with the seed spread in quadrature."""
     low, high = stats.percentile_interval(reps, estimate)
-    seed_term = z * statistics.stdev(seed_scores) / len(seed_scores) ** 0.5 if len(seed_scores) > 1 else 0.0
+    from biobench.report import stdev
+
+    seed_term = z * stdev(seed_scores) / len(seed_scores) ** 0.5
     if seed_term == 0:
         return low, high
     return estimate - math.hypot(estimate - low, seed_term), estimate + math.hypot(high - estimate, seed_term)
@@ -440,7 +499,7 @@ def build(
     by_col: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         by_col.setdefault((r["task"], base_protocol(r["protocol"])), []).append(r)
-    clock = {"read predictions (thread)": 0.0, "bootstrap and tests": 0.0}
+    clock = {"read predictions (threads)": 0.0, "bootstrap and tests (threads)": 0.0}
     columns, groups = [], []
     for (task, proto), rs in sorted(by_col.items()):
         n_train = leaderboard_n_train([r["n_train"] for r in rs])
@@ -450,28 +509,35 @@ def build(
     if db is not None and rows and "id" in rows[0]:
         uri = f"{Path(db).resolve().as_uri()}?mode=ro"
         local = threading.local()
+        lock = threading.Lock()
+        conns: list[sqlite3.Connection] = []
 
-        def read(i: int):
-            # One connection per thread; SQLite releases the GIL while it reads, so a column is read while
-            # the previous one is tested.
+        def work(i: int) -> None:
+            # Two threads, each reading and testing whole columns, one connection each: SQLite and the BLAS
+            # products release the GIL, so both cores work (BLAS itself on one thread each, below).
             if not hasattr(local, "conn"):
                 local.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                with lock:
+                    conns.append(local.conn)
             start = time.perf_counter()
             try:
                 data = _read(columns[i], groups[i], local.conn)
             except sqlite3.Error as err:  # e.g. a predictions table without its primary-key index
                 columns[i].note = f"cannot read the stored predictions ({err}): no paired tests"
                 data = None
-            clock["read predictions (thread)"] += time.perf_counter() - start
-            return data
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            for i, data in enumerate(pool.map(read, range(len(columns)))):
-                if data is None:
-                    continue
-                start = time.perf_counter()
+            middle = time.perf_counter()
+            if data is not None:
                 _test(columns[i], groups[i], data, n_resamples, seed, alpha)
-                clock["bootstrap and tests"] += time.perf_counter() - start
+            with lock:
+                clock["read predictions (threads)"] += middle - start
+                clock["bootstrap and tests (threads)"] += time.perf_counter() - middle
+
+        try:
+            with _one_blas_thread(), concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(work, range(len(columns))))
+        finally:
+            for conn in conns:
+                conn.close()
     else:
         for col in columns:
             col.note = "no predictions read: no paired tests"
@@ -489,8 +555,17 @@ def build(
     return Board(columns, sorted(all_rows, key=order), mean, n_resamples, seed, alpha, clock)
 
 
+def _one_blas_thread():
+    """BLAS on one thread while the two column threads run (two threads of BLAS each would oversubscribe the cores)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _column(task, proto, label, n_train, rs) -> tuple[Column, dict]:
-    from biobench.report import across_seed_interval
+    from biobench.report import across_seed_interval, stdev
 
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rs:
@@ -504,7 +579,7 @@ def _column(task, proto, label, n_train, rs) -> tuple[Column, dict]:
             ci_low=None,
             ci_high=None,
             n_seeds=len(g),
-            sd=statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            sd=stdev(scores),
             n_test=g[0]["n_test"],
             usd_per_answer=None if None in costs else sum(costs) / max(1, sum(r["n_test"] for r in g)),
             sub_scores=_mean_sub_scores([r.get("sub_scores") for r in g]),
@@ -549,7 +624,8 @@ def _read(col: Column, groups: dict, conn) -> dict | None:
         col.note = f"{metric} cannot be recomputed from the stored predictions: no paired tests"
         return None
     clustered = not label_metric and resample in (None, "clustered")
-    fields = ("label", "pred") if label_metric else ("group",) if clustered else ()
+    cluster = getattr(getattr(spec, "metric", None), "cluster", "group")
+    fields = ("label", "pred") if label_metric else ("group",) if clustered and cluster == "group" else ()
     stored = fetch_stored(conn, [r["id"] for g in groups.values() for r in g], fields)
     ref_key = next((k for k in sorted(groups) if all(stored[r["id"]] is not None for r in groups[k])), None)
     if ref_key is None:
@@ -571,7 +647,8 @@ def _read(col: Column, groups: dict, conn) -> dict | None:
         "ids": fetch_ids(conn, ref_id).split("\x1f"),
         "ref_info": fetch_infos(conn, ref_id) if headline is not None else None,
         "truth": ref.fields.get("label"),
-        "grp": ref.fields.get("group"),
+        # The cluster of each example: its group, or the info field the task's metric names (NeWT: its task).
+        "grp": (ref.fields.get("group") if cluster == "group" else fetch_field(conn, ref_id, cluster)) if clustered else None,
         "scores": {r["id"]: stored[r["id"]].scores for r in exps},
         "pred_of": {r["id"]: stored[r["id"]].fields["pred"] for r in exps} if label_metric else {},
         "rows_ok": rows_ok,
@@ -618,7 +695,8 @@ def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, al
         units_src = None
         if clustered:
             grp = pick(grp)
-            if isinstance(grp, np.ndarray) or all(v is not None for v in grp):
+            # One cluster only (a single NeWT task selected) leaves nothing to resample between: then examples.
+            if (isinstance(grp, np.ndarray) or all(v is not None for v in grp)) and len({str(v) for v in grp}) > 1:
                 units_src, col.units = grp, "groups"
         if units_src is None and n and _REPEAT.match(ids[sel[0]]):
             units_src, col.units = [_REPEAT.sub("", ids[i]) for i in sel], "test examples (repeats pooled)"
