@@ -32,6 +32,19 @@ def correct(y_true: np.ndarray, y_pred: np.ndarray) -> Float[np.ndarray, " n"]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Replicates:
+    """How a report recomputes a metric that is neither a mean of per-example scores nor a function of labels
+    alone (a challenge score of ranked scores) from the stored predictions, under bootstrap draw counts."""
+
+    value: Callable[[np.ndarray, Mapping[str, object], np.ndarray], np.ndarray]
+    """`value(scores, fields, counts)`: the metric for each row of `counts` (b, n), how often each prediction is
+    drawn (a row of ones: the point estimate); `scores` the stored per-example scores, `fields` each stored
+    prediction's info `label`, `pred` and `group`."""
+    strata: Callable[[Mapping[str, object]], np.ndarray] | None = None
+    """The strata the task's own bootstrap resamples within, from the same fields (None: plain)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Metric:
     """A headline metric: its value, its per-example score, and how its bootstrap resamples."""
 
@@ -47,6 +60,9 @@ class Metric:
     """Multi-label metrics: the sub-score level of each label column ('trait'); names from the class names."""
     extra: tuple[tuple[str, Callable[[np.ndarray, np.ndarray], float]], ...] = ()
     """Further metrics `(name, fn(y_true, y_pred))` on the headline rows, stored as the sub-score 'metrics' (a challenge's other tracks)."""
+    replicates: Replicates | None = None
+    """For a report's paired tests: the metric recomputed from stored predictions (see `Replicates`), where
+    neither the mean of the per-example scores nor `value(labels, predictions)` gives it."""
     cluster: str = "group"
     """With `resample='clustered'`: the prediction-info field that names each example's cluster: 'group' (the
     examples' group column: an individual, a video), or a sub-task's label ('task': NeWT resamples its sub-tasks)."""

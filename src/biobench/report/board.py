@@ -15,7 +15,11 @@ metric on the resampled test set: the seeds' training draws are held fixed.
   test example `ID` as their unit. Macro metrics (macro-F1, mean per-class accuracy)
   resample within class, as their stored intervals do.
 - Metrics recomputed from the weights: means of per-example scores (accuracy, top-1,
-  user scores), macro-F1, mean per-class accuracy, multi-label mean F1. Each model's
+  AP per query), macro-F1, mean per-class accuracy, multi-label mean F1 (as products
+  with the weight matrix); a metric with its own bootstrap form `value(labels,
+  predictions, idx)` (FungiCLEF's user score) on the index rows the weights count; and a
+  metric whose task says how (`Metric.replicates`: hybrids' challenge score from the
+  stored log-odds, labels and groups, resampled within group x hybrid). Each model's
   recomputed point estimate must match the stored score; a column whose metric cannot be
   recomputed, or a model whose predictions were not stored or cover other test examples,
   gets no tie flag and no rank interval (None), never a guessed one.
@@ -620,12 +624,16 @@ def _read(col: Column, groups: dict, conn) -> dict | None:
     headline = getattr(spec, "headline", None)
     resample = getattr(getattr(spec, "metric", None), "resample", None)
     label_metric = metric in MACRO or metric in MULTILABEL
-    if spec is not None and getattr(spec.metric, "value", None) is not None and not label_metric:
-        col.note = f"{metric} cannot be recomputed from the stored predictions: no paired tests"
-        return None
-    clustered = not label_metric and resample in (None, "clustered")
+    replicates = getattr(getattr(spec, "metric", None), "replicates", None)
+    value = None if label_metric or replicates is not None else getattr(getattr(spec, "metric", None), "value", None)
+    clustered = not label_metric and replicates is None and value is None and resample in (None, "clustered")
     cluster = getattr(getattr(spec, "metric", None), "cluster", "group")
-    fields = ("label", "pred") if label_metric else ("group",) if clustered and cluster == "group" else ()
+    if replicates is not None:
+        fields: tuple[str, ...] = ("label", "pred", "group")
+    elif label_metric or value is not None:
+        fields = ("label", "pred")
+    else:
+        fields = ("group",) if clustered and cluster == "group" else ()
     stored = fetch_stored(conn, [r["id"] for g in groups.values() for r in g], fields)
     ref_key = next((k for k in sorted(groups) if all(stored[r["id"]] is not None for r in groups[k])), None)
     if ref_key is None:
@@ -650,7 +658,11 @@ def _read(col: Column, groups: dict, conn) -> dict | None:
         # The cluster of each example: its group, or the info field the task's metric names (NeWT: its task).
         "grp": (ref.fields.get("group") if cluster == "group" else fetch_field(conn, ref_id, cluster)) if clustered else None,
         "scores": {r["id"]: stored[r["id"]].scores for r in exps},
-        "pred_of": {r["id"]: stored[r["id"]].fields["pred"] for r in exps} if label_metric else {},
+        "pred_of": {r["id"]: stored[r["id"]].fields["pred"] for r in exps} if label_metric or value is not None else {},
+        "fields_of": {r["id"]: stored[r["id"]].fields for r in exps} if replicates is not None else {},
+        "replicates": replicates,
+        "value": value,
+        "stratified": resample == "stratified",
         "rows_ok": rows_ok,
         "exps": exps,
         "label_metric": label_metric,
@@ -661,9 +673,7 @@ def _read(col: Column, groups: dict, conn) -> dict | None:
 
 def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, alpha: float) -> None:
     """The column's paired bootstrap: one weight matrix for every model, then tests, ranks and intervals."""
-    metric, label_metric, clustered, headline = col.metric, data["label_metric"], data["clustered"], data["headline"]
-    ids, ref_info, truth, grp, pred_of, scores = (data[k] for k in ("ids", "ref_info", "truth", "grp", "pred_of", "scores"))
-    rows_ok, exps = data["rows_ok"], data["exps"]
+    ids, ref_info, headline = data["ids"], data["ref_info"], data["headline"]
     keep = np.ones(len(ids), dtype=bool)
     if headline is not None:
         keep = np.array([headline in (i or {}).values() for i in ref_info])
@@ -676,8 +686,40 @@ def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, al
             return v
         return v[sel] if isinstance(v, np.ndarray) else [v[i] for i in sel]
 
-    # Per experiment: its replicate vector (row 0 = the point estimate).
-    if label_metric:
+    try:
+        reps_e = _replicates(col, data, n, sel, pick, n_resamples, col_seed)
+    except (TypeError, ValueError, KeyError) as err:  # e.g. a failed answer (None) where the metric wants a label
+        col.note = f"{col.metric} cannot be recomputed from the stored predictions ({err}): no paired tests"
+        return
+    _conclude(col, groups, data["rows_ok"], reps_e, alpha)
+
+
+def _replicates(col: Column, data: dict, n: int, sel: np.ndarray, pick, n_resamples: int, col_seed: int) -> np.ndarray:
+    """(experiments, 1 + B): each experiment's metric under every weight row (row 0 = the point estimate)."""
+    metric, label_metric, clustered = col.metric, data["label_metric"], data["clustered"]
+    ids, truth, grp, pred_of, scores, exps = (data[k] for k in ("ids", "truth", "grp", "pred_of", "scores", "exps"))
+    if data["replicates"] is not None:  # the task's own recomputation (a challenge score)
+        rep = data["replicates"]
+        ref_fields = {f: pick(v) for f, v in data["fields_of"][exps[0]["id"]].items()}
+        strata = None if rep.strata is None else np.asarray(rep.strata(ref_fields))
+        w = weights(n, n_resamples, col_seed, strata=None if strata is None else _codes([strata])[0])
+        reps_e = np.stack([
+            np.asarray(rep.value(scores[r["id"]][sel], {f: pick(v) for f, v in data["fields_of"][r["id"]].items()}, w), dtype=np.float64)
+            for r in exps
+        ])  # fmt: skip
+        col.units = "examples" if strata is None else "examples within strata"
+    elif data["value"] is not None:  # value(labels, predictions, idx): the metric's own bootstrap form
+        y = np.asarray(pick(truth))
+        strata = _codes([y])[0] if data["stratified"] else None
+        w = weights(n, n_resamples, col_seed, strata=strata)
+        counts = np.rint(w[1:]).astype(np.int64)
+        idx = np.repeat(np.tile(np.arange(n), counts.shape[0]), counts.ravel()).reshape(counts.shape[0], n)
+        reps_e = np.stack([
+            np.concatenate([[data["value"](y, p, None)], np.asarray(data["value"](y, p, idx), dtype=np.float64)])
+            for p in (np.asarray(pick(pred_of[r["id"]])) for r in exps)
+        ])  # fmt: skip
+        col.units = "examples within class" if strata is not None else "examples"
+    elif label_metric:
         truth = pick(truth)
         if metric in MACRO:
             # One code per label value (ints, strings, None for a failed answer) over truth and every prediction.
@@ -707,7 +749,7 @@ def _test(col: Column, groups: dict, data: dict, n_resamples: int, seed: int, al
             g = int(codes.max()) + 1
         w = weights(g, n_resamples, col_seed)
         reps_e = replicate_means(w, codes, g, [scores[r["id"]][sel] for r in exps])
-    _conclude(col, groups, rows_ok, reps_e, alpha)
+    return reps_e
 
 
 def _conclude(col: Column, groups: dict, rows_ok: list, reps_e: np.ndarray, alpha: float) -> None:
@@ -720,6 +762,9 @@ def _conclude(col: Column, groups: dict, rows_ok: list, reps_e: np.ndarray, alph
         pos += k
         recomputed = block[:, 0]
         stored = np.array([r["score"] for r in groups[key]])
+        if not np.all(np.isfinite(block)):
+            col.cells[key].note = f"{col.metric} is undefined on some resample of its predictions"
+            continue
         if not np.allclose(recomputed, stored, atol=1e-6, rtol=0):
             col.cells[key].note = f"stored {col.metric} not reproduced from its predictions ({stored[0]:.4f} vs {recomputed[0]:.4f})"
             continue
