@@ -188,6 +188,8 @@ def protocol_labels(rows: Sequence[dict]) -> dict[str, str]:
     task's other protocols in these rows (`newt/v1+3fa2c1 (include_clusters=['appearance'])`)."""
     options: dict[str, dict] = {}
     for r in rows:
+        if r["protocol"] in options:  # the first row of a protocol names its options
+            continue
         try:
             opts = json.loads(r.get("config") or "{}").get("task", {})
         except (TypeError, ValueError):
@@ -333,9 +335,9 @@ def board_table(board: board_mod.Board, tty: bool = False) -> str:
         f"{board.n_resamples} resamples); rank = best and worst rank the paired tests allow; mean only over all "
         f"{len(board.columns)} tasks."
     )
-    untested = sorted({c.label for c in board.columns if not c.reps})
+    untested = sorted({(c.label, c.note or "no stored predictions to pair") for c in board.columns if not c.reps})
     if untested:
-        legend += f" Not tested (no stored predictions to pair): {', '.join(untested)}."
+        legend += " Not tested: " + "; ".join(f"{label} ({why})" for label, why in untested) + "."
     lines.append(DIM + legend + RESET if tty else legend)
     return "\n".join(lines)
 
