@@ -1,7 +1,8 @@
 """Time the full report on a generated store: 50 models x 20 tasks x 5 n_train x 3 seeds, 2,000 test examples per task.
 
 The store is generated once (in the results schema, with every per-example prediction: 30
-million rows, about 2 GB) and cached at --store; then every stage of the report runs and
+million rows, about 2 GB, and each experiment's packed `prediction_arrays` row, as
+`Store.write` keeps them) and cached at --store; then every stage of the report runs and
 prints its seconds: reading the experiments, reading the predictions of the leaderboard's
 columns, the paired bootstraps and tests (one weight matrix per task, shared by every
 model), the mean column, and rendering HTML, JSON, CSV and the terminal table. The target
@@ -11,7 +12,8 @@ average: on a shared machine the wall time counts other people's work too). Task
 
     python benchmarks/report.py [--models 50 --tasks 20 --n-train 5 --seeds 3 --n-test 2000] [--store PATH]
 
-The last line is a JSON object with the seconds per stage.
+The last line is a JSON object with the seconds per stage. `--store` on a database written
+before `prediction_arrays` existed times the row read of older stores.
 """
 
 from __future__ import annotations

@@ -351,7 +351,7 @@ class Store:
                 ((exp_id, *p) for p in preds),
             )
             conn.execute(
-                "INSERT INTO prediction_arrays (experiment_id, n, ids_digest, scores, label, pred, grp) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO prediction_arrays (experiment_id, n, ids_digest, scores, label, pred, grp) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 packed_row(exp_id, [p[0] for p in preds], [p[1] for p in preds], [p[2] for p in preds]),
             )
             conn.execute("DELETE FROM runs WHERE key = ?", (k.to_json(),))

@@ -207,6 +207,8 @@ def fetch_stored(conn: sqlite3.Connection, exp_ids: Sequence[int], fields: Seque
     (a database from before them) their prediction rows. None for an experiment without predictions."""
     from biobench.store import PACKED_FIELDS, ids_digest, unpack_values
 
+    if not set(fields) <= set(PACKED_FIELDS):
+        raise ValueError(f"fields {list(fields)}: the packed arrays keep only {', '.join(PACKED_FIELDS)}.")
     out: dict[int, Stored | None] = {}
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'prediction_arrays'").fetchone():
         cols = ", ".join({"label": "label", "pred": "pred", "group": "grp"}[f] for f in fields)
@@ -220,7 +222,6 @@ def fetch_stored(conn: sqlite3.Connection, exp_ids: Sequence[int], fields: Seque
             for exp_id, n, digest, blob, *values in conn.execute(query, part):
                 scores = np.frombuffer(blob, dtype="<f8").astype(np.float64)
                 out[exp_id] = Stored(digest, scores, {f: unpack_values(v, n) for f, v in zip(fields, values)}) if n else None
-    assert set(fields) <= set(PACKED_FIELDS)
     for exp_id in exp_ids:
         if exp_id in out:
             continue
