@@ -347,3 +347,23 @@ def test_packed_values_read_back_as_the_json_rows_say(values, packed):
     got = unpack_values(blob, len(values))
     assert (got.tolist() if isinstance(got, np.ndarray) else got) == values
     assert (None if blob is None else isinstance(got, np.ndarray)) == packed
+
+
+def test_the_packed_arrays_are_written_in_the_experiments_transaction(tmp_path, monkeypatch):
+    """A write that fails at the packed arrays leaves nothing: no experiment, no prediction rows."""
+    import biobench.store as store_mod
+
+    db = tmp_path / "r.sqlite"
+    with Store(db) as store:
+        write(store, "t", "a:x", np.ones(5))
+
+        def boom(*args):
+            raise RuntimeError("disk gone")
+
+        monkeypatch.setattr(store_mod, "packed_row", boom)
+        with pytest.raises(RuntimeError, match="disk gone"):
+            write(store, "t", "b:y", np.ones(5))
+        counts = [
+            store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("experiments", "predictions", "prediction_arrays")
+        ]
+    assert counts == [1, 5, 1]
