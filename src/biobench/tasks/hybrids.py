@@ -210,10 +210,12 @@ def replicate_challenge_score(scores: np.ndarray, fields, counts: np.ndarray) ->
     return scoring.challenge_metrics(scores, y, groups, np.rint(counts).astype(np.int64), roc=False)["challenge_score"]
 
 
-CHALLENGE_SCORE = Metric(
-    "challenge_score",
-    replicates=Replicates(replicate_challenge_score, lambda fields: bootstrap_strata(*_stored_groups(fields))),
-)
+def stored_strata(fields) -> np.ndarray:
+    """The bootstrap strata (group x hybrid) of stored predictions."""
+    return bootstrap_strata(*_stored_groups(fields))
+
+
+CHALLENGE_SCORE = Metric("challenge_score", replicates=Replicates(replicate_challenge_score, stored_strata))
 """The metric's name (for listings; `evaluate` computes it), and how reports recompute it from stored predictions."""
 
 
