@@ -348,9 +348,9 @@ def page(rows: Sequence[dict], board: board_mod.Board, title: str = "biobench le
         f"groups such as individuals or videos are resampled whole). Rank: the best and worst rank the paired tests "
         f"allow. The mean is shown only for models with every task; its interval resamples every task's test set jointly."
     )
-    untested = [c.label for c in board.columns if not c.reps]
+    untested = [f"{c.label} ({c.note or 'no stored predictions to pair'})" for c in board.columns if not c.reps]
     if untested:
-        rule += f" Not tested (no stored predictions to pair): {esc(', '.join(untested))}."
+        rule += f" Not tested: {esc('; '.join(untested))}."
     return f"""<!doctype html>
 <html lang="en">
 <head>
