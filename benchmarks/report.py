@@ -1,7 +1,8 @@
 """Time the full report on a generated store: 50 models x 20 tasks x 5 n_train x 3 seeds, 2,000 test examples per task.
 
 The store is generated once (in the results schema, with every per-example prediction: 30
-million rows, about 2 GB) and cached at --store; then every stage of the report runs and
+million rows, about 2 GB, and each experiment's packed `prediction_arrays` row, as
+`Store.write` keeps them) and cached at --store; then every stage of the report runs and
 prints its seconds: reading the experiments, reading the predictions of the leaderboard's
 columns, the paired bootstraps and tests (one weight matrix per task, shared by every
 model), the mean column, and rendering HTML, JSON, CSV and the terminal table. The target
@@ -11,7 +12,8 @@ average: on a shared machine the wall time counts other people's work too). Task
 
     python benchmarks/report.py [--models 50 --tasks 20 --n-train 5 --seeds 3 --n-test 2000] [--store PATH]
 
-The last line is a JSON object with the seconds per stage.
+The last line is a JSON object with the seconds per stage. `--store` on a database written
+before `prediction_arrays` existed times the row read of older stores.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from biobench import report, stats
-from biobench.store import Store
+from biobench.store import Store, packed_row
 
 N_CLASSES = 20
 N_TRAITS = 9
@@ -93,6 +95,11 @@ def generate(path: Path, n_models: int, n_tasks: int, n_trains: list[int], n_see
                         "INSERT INTO predictions (experiment_id, example_id, score, info) VALUES (?, ?, ?, ?)",
                         zip([exp_id] * n_test, ids, scores.tolist(), infos),
                     )
+                    # What Store.write keeps beside the rows: the packed arrays the report reads.
+                    conn.execute(
+                        "INSERT INTO prediction_arrays (experiment_id, n, ids_digest, scores, label, pred, grp) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        packed_row(exp_id, ids, scores.tolist(), infos),
+                    )
         print(f"generated {task} ({metric}{', clustered' if clustered else ''})", flush=True)
     conn.execute("COMMIT")
     conn.close()
@@ -108,7 +115,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=None, help="where the generated store is cached")
     args = parser.parse_args()
     n_trains = [2**k for k in range(1, args.n_train)] + [-1]
-    store = args.store or Path(f"/tmp/biobench-report-bench-{args.models}x{args.tasks}x{args.n_train}x{args.seeds}x{args.n_test}.sqlite")
+    store = args.store or Path(f"/tmp/biobench-report-bench-{args.models}x{args.tasks}x{args.n_train}x{args.seeds}x{args.n_test}-v2.sqlite")
     if not store.exists():
         start = time.perf_counter()
         tmp = store.with_suffix(".partial")

@@ -8,7 +8,9 @@ protocol (version 2 fits on L2-normalised features without NeWT's per-setting ce
 so for Ages' probe rows we check both that the port with the old preprocessing reproduces
 the old numbers and that the new protocol is what an independent computation gives. Since
 issue 10 hybrids stores log-odds instead of probabilities: its rows are compared through
-the logit (`_as_log_odds`), every metric exactly.
+the logit (`_as_log_odds`), every metric exactly. Since issue 13 NeWT's interval resamples
+its sub-tasks (clusters) instead of its images: NeWT rows check every other number against
+the record and the interval against a hand-written task-clustered bootstrap.
 """
 
 from __future__ import annotations
@@ -55,7 +57,32 @@ def test_scores_intervals_sub_scores_and_predictions_are_identical(now, key):
         got.pop("predictions"), expected.pop("predictions")
         assert got == expected
         return
+    if key.startswith("newt|"):
+        # Issue 13: NeWT's interval resamples whole sub-tasks (its tasks are clusters); every other number is unchanged.
+        got = dict(now[key])
+        assert (got.pop("ci_low"), got.pop("ci_high")) == _task_clustered_interval(got, seed=int(key.rsplit("|", 1)[1]))
+        expected = {k: v for k, v in expected.items() if k not in ("ci_low", "ci_high")}
+        assert got == expected
+        return
     assert now[key] == expected
+
+
+def _task_clustered_interval(stored: dict, *, seed: int, n_resamples: int = 300) -> tuple[float, float]:
+    """By hand: draw as many NeWT tasks as there are, with replacement (Multinomial(G, 1/G) on the seed, tasks in
+    sorted order), pool the drawn tasks' stored per-example scores with their multiplicity, take the mean."""
+    by_task: dict[str, list[float]] = {}
+    for _, score, info in stored["predictions"]:
+        by_task.setdefault(info["task"], []).append(score)
+    tasks = sorted(by_task)
+    assert len(tasks) == 7
+    draws = np.random.default_rng(seed).multinomial(len(tasks), [1 / len(tasks)] * len(tasks), size=n_resamples)
+    reps = []
+    for counts in draws:
+        pooled = [s for t, c in zip(tasks, counts) for _ in range(c) for s in by_task[t]]
+        reps.append(sum(pooled) / len(pooled))
+    estimate = float(np.mean([s for _, s, _ in stored["predictions"]]))
+    low, high = np.quantile(reps, [0.025, 0.975])
+    return pytest.approx(min(low, estimate), abs=1e-12), pytest.approx(max(high, estimate), abs=1e-12)
 
 
 def _as_log_odds(stored: dict) -> dict:

@@ -19,7 +19,7 @@ PROVENANCE = {"argv": [], "git_commit": "abc123", "package_versions": {"numpy": 
 
 
 def write(store: Store, task: str, model: str, correct, *, seed=0, n_train=-1, metric="accuracy", labels=None, preds=None,
-          groups=None, score=None, method="cvml") -> None:  # fmt: skip
+          groups=None, score=None, method="cvml", extra=None) -> None:  # fmt: skip
     correct = np.asarray(correct, dtype=np.float64)
     n = len(correct)
     infos = []
@@ -27,7 +27,7 @@ def write(store: Store, task: str, model: str, correct, *, seed=0, n_train=-1, m
         info = {"label": int(labels[i]) if labels is not None else 0, "pred": int(preds[i]) if preds is not None else 0}
         if groups is not None:
             info["group"] = groups[i]
-        infos.append(info)
+        infos.append(info | (extra[i] if extra is not None else {}))
     org, ckpt = model.split(":")
     result = TaskReport(
         metric=metric, score=float(correct.mean()) if score is None else score, ci_low=0.0, ci_high=1.0, n_train_actual=10,
@@ -70,6 +70,12 @@ def hand_paired(data: dict[str, np.ndarray], task: str, n_resamples=1000, alpha=
     models = sorted(data)
     est = {m: data[m].mean() for m in models}
     reps = {m: np.array([float(np.dot(row, data[m]) / row.sum()) for row in w]) for m in models}
+    return hand_tests(est, reps, n_resamples, alpha)
+
+
+def hand_tests(est: dict[str, float], reps: dict[str, np.ndarray], n_resamples=1000, alpha=0.05):
+    """Tie marks and rank bounds from estimates and paired replicates: loops over comparisons, Holm written out."""
+    models = sorted(est)
     better = {}
     for j in models:
         ps = {}
@@ -235,3 +241,129 @@ def test_json_and_csv_match_a_store_filled_by_fixture_runs(config_file, newt_dir
     assert all(d["tied"] is not None and 1 <= d["rank_low"] <= d["rank_high"] <= 2 for d in experiments if d["n_train"] == -1)
     assert all(d["tied"] is None for d in experiments if d["n_train"] == 4)
     assert any(d["tied"] for d in experiments)
+
+
+def test_newt_resamples_its_sub_tasks(tmp_path):
+    """NeWT's metric clusters by the stored sub-task (`task`): the cell's interval is a direct resample of tasks."""
+    rng = np.random.default_rng(2)
+    tasks = [f"t{i}" for i in range(8)]
+    names = [t for t in tasks for _ in range(25)]  # ids e0000.. in task order
+    correct = np.concatenate([rng.random(25) < p for p in rng.uniform(0.3, 0.95, size=8)]).astype(float)
+    db = tmp_path / "r.sqlite"
+    with Store(db) as store:
+        write(store, "newt", "a:x", correct, extra=[{"task": t} for t in names])
+    col = report.build(report.load(db), db).columns[0]
+    cell = col.cells["a:x", "cvml"]
+    draws = np.random.default_rng(board.column_seed(0, "newt", "newt/v1", -1)).integers(0, 8, size=(1000, 8))
+    by_task = correct.reshape(8, 25)
+    want = stats.percentile_interval(np.array([by_task[d].mean() for d in draws]), correct.mean())
+    assert col.units == "groups" and (cell.ci_low, cell.ci_high) == (pytest.approx(want[0]), pytest.approx(want[1]))
+
+
+def test_hybrids_challenge_score_is_recomputed_paired_and_ranked(tmp_path):
+    """The challenge score (thresholds on ranked log-odds, per group) is recomputed from the stored predictions:
+    tie marks and ranks match a hand-written paired bootstrap that scores each resampled set directly."""
+    from biobench.challenge import scoring
+    from biobench.tasks import hybrids
+
+    rng = np.random.default_rng(4)
+    sizes = {"major": (30, 40), "minor": (20, 40), "mimic": (25, 45)}
+    groups = np.array([g for g, (h, nh) in sizes.items() for _ in range(h + nh)])
+    y = np.concatenate([np.r_[np.ones(h), np.zeros(nh)] for h, nh in sizes.values()]).astype(int)
+    g_idx = np.array([scoring.GROUPS.index(g) for g in groups], dtype=np.int8)
+    base = rng.normal(size=len(y))
+    logits = {"a:x": 3.0 * y + base, "b:y": 1.0 * y + rng.normal(size=len(y)), "c:z": None}
+    logits["c:z"] = logits["b:y"] + rng.normal(0, 0.05, size=len(y))  # nearly b:y
+    db = tmp_path / "r.sqlite"
+    est = {}
+    with Store(db) as store:
+        for model, p in logits.items():
+            est[model] = float(scoring.challenge_metrics(p, y, g_idx)["challenge_score"][0])
+            write(store, "hybrids", model, p, labels=y, groups=list(groups), score=est[model], metric="challenge_score")
+    b = report.build(report.load(db), db, n_resamples=200)
+    col = b.columns[0]
+    seed = board.column_seed(0, "hybrids", "hybrids/v1", -1)
+    (idx,) = stats.resample_indices(len(y), n_resamples=200, seed=seed, strata=hybrids.bootstrap_strata(y, g_idx))
+    reps = {m: np.array([scoring.challenge_metrics(p[i], y[i], g_idx[i])["challenge_score"][0] for i in idx]) for m, p in logits.items()}
+    tied, ranks = hand_tests(est, reps, 200)
+    cells = col.cells
+    assert col.units == "examples within strata" and not col.note
+    assert {m: cells[m, "cvml"].tied for m in logits} == tied and tied["a:x"] and not tied["b:y"]
+    assert {m: (cells[m, "cvml"].rank_low, cells[m, "cvml"].rank_high) for m in logits} == ranks
+    want = stats.percentile_interval(reps["a:x"], est["a:x"])
+    assert (cells["a:x", "cvml"].ci_low, cells["a:x", "cvml"].ci_high) == (pytest.approx(want[0]), pytest.approx(want[1]))
+
+
+def test_a_metric_with_its_own_bootstrap_form_is_recomputed(tmp_path):
+    """FungiCLEF's user score (costs normalised per replicate) through `value(labels, predictions, idx)`."""
+    from biobench.tasks import fungiclef
+
+    rng = np.random.default_rng(5)
+    y = rng.choice([20, 25, 1, 2, 3, 4], size=300)
+    p = np.where(rng.random(300) < 0.7, y, rng.choice([20, 1, 2], size=300))
+    score = float(fungiclef.user_score(y, p))
+    db = tmp_path / "r.sqlite"
+    with Store(db) as store:
+        write(store, "fungiclef", "a:x", (y == p).astype(float), metric="user_score", labels=y, preds=p, score=score)
+    cell = report.build(report.load(db), db).columns[0].cells["a:x", "cvml"]
+    seed = board.column_seed(0, "fungiclef", "fungiclef/v1", -1)
+    want = stats.metric_ci(lambda idx: fungiclef.user_score(y, p, idx), 300, seed=seed)
+    assert cell.tied is True and cell.rank_low == 1
+    assert (cell.ci_low, cell.ci_high) == (pytest.approx(want.low), pytest.approx(want.high))
+
+
+def test_packed_arrays_and_the_row_read_of_older_stores_give_the_same_board(constructed, tmp_path):
+    db, _ = constructed
+    rows = report.load(db)
+    packed = report.build(rows, db)
+    old = tmp_path / "old.sqlite"
+    src = sqlite3.connect(db)
+    src.backup(dst := sqlite3.connect(old))
+    src.close()
+    dst.execute("DROP TABLE prediction_arrays")  # a database from before the packed arrays
+    dst.commit()
+    dst.close()
+    from_rows = report.build(report.load(old), old)
+    for a, c in zip(packed.columns, from_rows.columns, strict=True):
+        assert a.units == c.units and {k: np.array_equal(v, c.reps[k]) for k, v in a.reps.items()} == dict.fromkeys(c.reps, True)
+        assert {k: (x.tied, x.rank_low, x.rank_high, x.ci_low, x.ci_high) for k, x in a.cells.items()} == {
+            k: (x.tied, x.rank_low, x.rank_high, x.ci_low, x.ci_high) for k, x in c.cells.items()
+        }
+    with Store(old) as store:  # opened for writing: the table is back, empty; the board still reads the rows
+        assert store.conn.execute("SELECT count(*) FROM prediction_arrays").fetchone()[0] == 0
+    assert report.render(report.load(old), "json", old) == report.render(rows, "json", db)
+
+
+@pytest.mark.parametrize(
+    "values, packed",
+    [([3, -1, 200000, 7], True), ([[0, 1, 1], [1, 0, 0]], True), (["a", "b"], False), ([1, None, 2], False),
+     ([True, False], False), ([[1, 2], [3]], False), ([2**70, 1], False), ([0.5, 1], False), ([None, None], None)],
+)  # fmt: skip
+def test_packed_values_read_back_as_the_json_rows_say(values, packed):
+    """Integer arrays are packed as arrays, anything else as JSON text, nothing for a field absent everywhere."""
+    from biobench.store import pack_values, unpack_values
+
+    blob = pack_values(values)
+    got = unpack_values(blob, len(values))
+    assert (got.tolist() if isinstance(got, np.ndarray) else got) == values
+    assert (None if blob is None else isinstance(got, np.ndarray)) == packed
+
+
+def test_the_packed_arrays_are_written_in_the_experiments_transaction(tmp_path, monkeypatch):
+    """A write that fails at the packed arrays leaves nothing: no experiment, no prediction rows."""
+    import biobench.store as store_mod
+
+    db = tmp_path / "r.sqlite"
+    with Store(db) as store:
+        write(store, "t", "a:x", np.ones(5))
+
+        def boom(*args):
+            raise RuntimeError("disk gone")
+
+        monkeypatch.setattr(store_mod, "packed_row", boom)
+        with pytest.raises(RuntimeError, match="disk gone"):
+            write(store, "t", "b:y", np.ones(5))
+        counts = [
+            store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("experiments", "predictions", "prediction_arrays")
+        ]
+    assert counts == [1, 5, 1]

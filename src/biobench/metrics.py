@@ -32,6 +32,19 @@ def correct(y_true: np.ndarray, y_pred: np.ndarray) -> Float[np.ndarray, " n"]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Replicates:
+    """How a report recomputes a metric that is neither a mean of per-example scores nor a function of labels
+    alone (a challenge score of ranked scores) from the stored predictions, under bootstrap draw counts."""
+
+    value: Callable[[np.ndarray, Mapping[str, object], np.ndarray], np.ndarray]
+    """`value(scores, fields, counts)`: the metric for each row of `counts` (b, n), how often each prediction is
+    drawn (a row of ones: the point estimate); `scores` the stored per-example scores, `fields` each stored
+    prediction's info `label`, `pred` and `group`."""
+    strata: Callable[[Mapping[str, object]], np.ndarray] | None = None
+    """The strata the task's own bootstrap resamples within, from the same fields (None: plain)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Metric:
     """A headline metric: its value, its per-example score, and how its bootstrap resamples."""
 
@@ -47,6 +60,12 @@ class Metric:
     """Multi-label metrics: the sub-score level of each label column ('trait'); names from the class names."""
     extra: tuple[tuple[str, Callable[[np.ndarray, np.ndarray], float]], ...] = ()
     """Further metrics `(name, fn(y_true, y_pred))` on the headline rows, stored as the sub-score 'metrics' (a challenge's other tracks)."""
+    replicates: Replicates | None = None
+    """For a report's paired tests: the metric recomputed from stored predictions (see `Replicates`), where
+    neither the mean of the per-example scores nor `value(labels, predictions)` gives it."""
+    cluster: str = "group"
+    """With `resample='clustered'`: the prediction-info field that names each example's cluster: 'group' (the
+    examples' group column: an individual, a video), or a sub-task's label ('task': NeWT resamples its sub-tasks)."""
 
     def __post_init__(self) -> None:
         if self.resample == "clustered" and self.value is not None:
@@ -61,6 +80,8 @@ STRATIFIED_ACCURACY = Metric("accuracy", stats.accuracy, "stratified")
 MEAN_PER_CLASS_ACCURACY = Metric("mean_per_class_accuracy", stats.mean_per_class_accuracy, "stratified")
 MACRO_F1 = Metric("macro_f1", stats.macro_f1, "stratified")
 MULTILABEL_MEAN_F1 = Metric("mean_f1", stats.multilabel_mean_f1, per_label="trait")
+SUBTASK_ACCURACY = Metric("accuracy", resample="clustered", cluster="task")
+"""Accuracy pooled over sub-tasks whose interval resamples whole sub-tasks (NeWT: its 164 tasks are the clusters)."""
 TOP1 = Metric("top1", resample="clustered")
 """Re-identification: share of queries whose best match shows the same individual, resampled by individual."""
 
@@ -159,7 +180,9 @@ def interval(
     if metric.resample == "clustered":
         if groups is None:
             raise ValueError(f"Metric {metric.name} resamples clusters, but the examples have no group column.")
-        return stats.cluster_mean_ci(scores, groups, n_resamples=n_bootstrap, seed=seed)
+        if len(np.unique(groups)) > 1:
+            return stats.cluster_mean_ci(scores, groups, n_resamples=n_bootstrap, seed=seed)
+        # One cluster (a single NeWT task selected): nothing to resample between; resample its examples.
     if metric.value is None:
         return stats.mean_ci(scores, n_resamples=n_bootstrap, seed=seed)
     strata = y_true if metric.resample == "stratified" else None

@@ -12,16 +12,25 @@ model and the full request, written the moment it arrives (its own small transac
 so an interrupted or over-budget run resumes without paying for an answer twice.
 Experiments gain `prompting`, `cost_usd`, `n_failed` and `parse_rate` (NULL for probe
 runs). Schema 1 databases are upgraded in place when opened.
+
+Beside its prediction rows, each experiment keeps `prediction_arrays`: the same scores,
+labels, predictions and groups as packed arrays (one row, written in the same
+transaction), so the report reads a column of the leaderboard in one query without a
+Python object per prediction. It is a copy, never the only record: an experiment without
+one (a database written before it existed, opened here with the table added empty) is
+read from its prediction rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import socket
 import sqlite3
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -84,6 +93,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     score REAL NOT NULL,
     info TEXT NOT NULL,                -- JSON
     PRIMARY KEY (experiment_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS prediction_arrays (
+    experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id) ON DELETE CASCADE,
+    n INTEGER NOT NULL,                -- predictions packed (all of the experiment's, in example-id order)
+    ids_digest TEXT NOT NULL,          -- sha1 of the example ids in id order joined by \x1f
+    scores BLOB NOT NULL,              -- per-example scores, float64 little-endian
+    label BLOB,                        -- info's `label`, `pred`, `group`: see pack_values (NULL: absent everywhere)
+    pred BLOB,
+    grp BLOB
 );
 CREATE TABLE IF NOT EXISTS mllm_answers (
     key TEXT PRIMARY KEY,              -- sha256 of model route, settings and messages
@@ -330,12 +348,14 @@ class Store:
                 ),
             )
             exp_id = cur.lastrowid
+            preds = [(str(i), float(s), _json(info)) for i, s, info in zip(r.example_ids, r.example_scores, r.example_info, strict=True)]
             conn.executemany(
                 "INSERT INTO predictions (experiment_id, example_id, score, info) VALUES (?, ?, ?, ?)",
-                (
-                    (exp_id, str(i), float(s), _json(info))
-                    for i, s, info in zip(r.example_ids, r.example_scores, r.example_info, strict=True)
-                ),
+                ((exp_id, *p) for p in preds),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO prediction_arrays (experiment_id, n, ids_digest, scores, label, pred, grp) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                packed_row(exp_id, [p[0] for p in preds], [p[1] for p in preds], [p[2] for p in preds]),
             )
             conn.execute("DELETE FROM runs WHERE key = ?", (k.to_json(),))
         return True
@@ -466,6 +486,65 @@ class Store:
     def claims(self) -> list[tuple[ExperimentKey, str, str, int]]:
         rows = self.conn.execute("SELECT key, run_id, host, pid FROM runs").fetchall()
         return [(ExperimentKey(*json.loads(k)), r, h, p) for k, r, h, p in rows]
+
+
+PACKED_FIELDS = ("label", "pred", "group")
+"""The prediction info fields `prediction_arrays` keeps (columns label, pred, grp)."""
+_ARRAY = b"\x00BBA"
+"""Starts a packed integer array (JSON text never starts with a NUL byte)."""
+
+
+def ids_digest(joined_ids: str) -> str:
+    """The digest of an experiment's example ids in id order, joined by \\x1f: equal digests, the same test examples."""
+    return hashlib.sha1(joined_ids.encode()).hexdigest()
+
+
+def pack_values(values: list) -> bytes | None:
+    """One info field of every prediction as bytes: None where absent everywhere; an integer array
+    (1-D, or 2-D for multi-hot lists of one length) as `_ARRAY`, its dtype, rows, columns and data;
+    anything else (strings, None mixed in, floats) as JSON text of the list."""
+    if all(v is None for v in values):
+        return None
+    flat = all(type(v) is int for v in values)
+    rect = not flat and all(type(v) is list and all(type(x) is int for x in v) for v in values) and len({len(v) for v in values}) == 1
+    if flat or rect:
+        try:
+            a = np.asarray(values, dtype=np.int64)
+        except OverflowError:
+            a = None
+        if a is not None:
+            lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+            dtype = next(d for d in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(d).min <= lo and hi <= np.iinfo(d).max)
+            a = a.astype(np.dtype(dtype).newbyteorder("<"))
+            cols = a.shape[1] if a.ndim == 2 else 0
+            return _ARRAY + a.dtype.str.encode() + struct.pack("<II", a.shape[0], cols) + a.tobytes()
+    return json.dumps(values).encode()
+
+
+def unpack_values(blob: bytes | None, n: int) -> np.ndarray | list:
+    """`pack_values` undone: an int64 array, or the list (None everywhere for NULL)."""
+    if blob is None:
+        return [None] * n
+    blob = bytes(blob)
+    if blob.startswith(_ARRAY):
+        dtype = np.dtype(blob[4:7].decode())
+        rows, cols = struct.unpack("<II", blob[7:15])
+        a = np.frombuffer(blob, dtype=dtype, offset=15).astype(np.int64)
+        return a.reshape(rows, cols) if cols else a
+    return json.loads(blob)
+
+
+def packed_row(exp_id: int, example_ids: list[str], scores, info_texts: list[str]) -> tuple:
+    """The `prediction_arrays` row of one experiment (its predictions' ids, scores and JSON infos), in example-id order.
+
+    The fields are read back from the same JSON text the prediction rows store, so both say the same.
+    Python orders strings by code point, which is the order of their UTF-8 bytes: SQLite's.
+    """
+    order = sorted(range(len(example_ids)), key=example_ids.__getitem__)
+    infos = json.loads("[" + ",".join(info_texts[i] for i in order) + "]")
+    fields = [pack_values([d.get(f) if isinstance(d, dict) else None for d in infos]) for f in PACKED_FIELDS]
+    s = np.asarray(scores, dtype="<f8")[order] if len(order) else np.zeros(0, dtype="<f8")
+    return (exp_id, len(order), ids_digest("\x1f".join(example_ids[i] for i in order)), s.tobytes(), *fields)
 
 
 def _claim_alive(host: str, pid: int, heartbeat: float, now: float) -> bool:

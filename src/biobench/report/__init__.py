@@ -169,8 +169,18 @@ def across_seed_interval(rs: Sequence[dict], z: float = 1.96) -> tuple[float | N
     mean = statistics.fmean(scores)
     below = statistics.fmean(r["score"] - r["ci_low"] for r in with_ci)
     above = statistics.fmean(r["ci_high"] - r["score"] for r in with_ci)
-    seed_term = z * statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else 0.0
+    seed_term = z * stdev(scores) / len(scores) ** 0.5
     return mean - (below**2 + seed_term**2) ** 0.5, mean + (above**2 + seed_term**2) ** 0.5
+
+
+def stdev(xs: Sequence[float]) -> float:
+    """Sample standard deviation (0 for fewer than two values): `statistics.stdev` to within rounding, without its
+    exact fractions (thousands of cells are reported)."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    m = math.fsum(xs) / n
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (n - 1))
 
 
 def protocol_labels(rows: Sequence[dict]) -> dict[str, str]:
@@ -178,6 +188,8 @@ def protocol_labels(rows: Sequence[dict]) -> dict[str, str]:
     task's other protocols in these rows (`newt/v1+3fa2c1 (include_clusters=['appearance'])`)."""
     options: dict[str, dict] = {}
     for r in rows:
+        if r["protocol"] in options:  # the first row of a protocol names its options
+            continue
         try:
             opts = json.loads(r.get("config") or "{}").get("task", {})
         except (TypeError, ValueError):
@@ -215,7 +227,7 @@ def leaderboard(rows: Sequence[dict]) -> list[dict]:
                 "score": statistics.fmean(scores),
                 "ci_low": low,
                 "ci_high": high,
-                "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "sd": stdev(scores),
                 "n_seeds": len(rs),
                 "n_test": rs[0]["n_test"],
                 "usd_per_answer": None if None in costs else sum(costs) / sum(r["n_test"] for r in rs),
@@ -323,9 +335,9 @@ def board_table(board: board_mod.Board, tty: bool = False) -> str:
         f"{board.n_resamples} resamples); rank = best and worst rank the paired tests allow; mean only over all "
         f"{len(board.columns)} tasks."
     )
-    untested = sorted({c.label for c in board.columns if not c.reps})
+    untested = sorted({(c.label, c.note or "no stored predictions to pair") for c in board.columns if not c.reps})
     if untested:
-        legend += f" Not tested (no stored predictions to pair): {', '.join(untested)}."
+        legend += " Not tested: " + "; ".join(f"{label} ({why})" for label, why in untested) + "."
     lines.append(DIM + legend + RESET if tty else legend)
     return "\n".join(lines)
 

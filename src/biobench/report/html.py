@@ -20,6 +20,7 @@ from importlib import resources
 import numpy as np
 
 from biobench.report import board as board_mod
+from biobench.report import stdev
 
 esc = html.escape
 
@@ -129,7 +130,7 @@ def curves(rows: Sequence[dict]) -> list[dict]:
         costs = [r.get("cost_usd") for r in rs]
         chart = charts.setdefault((task, proto), {"task": task, "protocol": proto, "metric": rs[0]["metric"], "series": {}})
         s = chart["series"].setdefault(f"{model} ({method})", {"mllm": method.startswith("mllm"), "points": [], "usd": []})
-        s["points"].append({"x": x, "y": statistics.fmean(scores), "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        s["points"].append({"x": x, "y": statistics.fmean(scores), "sd": stdev(scores),
                             "label": _fmt_n(n_train), "seeds": len(scores)})  # fmt: skip
         if None not in costs:
             s["usd"].append(sum(costs) / max(1, sum(r["n_test"] for r in rs)))
@@ -347,9 +348,9 @@ def page(rows: Sequence[dict], board: board_mod.Board, title: str = "biobench le
         f"groups such as individuals or videos are resampled whole). Rank: the best and worst rank the paired tests "
         f"allow. The mean is shown only for models with every task; its interval resamples every task's test set jointly."
     )
-    untested = [c.label for c in board.columns if not c.reps]
+    untested = [f"{c.label} ({c.note or 'no stored predictions to pair'})" for c in board.columns if not c.reps]
     if untested:
-        rule += f" Not tested (no stored predictions to pair): {esc(', '.join(untested))}."
+        rule += f" Not tested: {esc('; '.join(untested))}."
     return f"""<!doctype html>
 <html lang="en">
 <head>

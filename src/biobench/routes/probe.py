@@ -214,6 +214,8 @@ def score(
         if headline is None or not headline.any():
             raise DataError(f"{spec.name}: the headline sub-task {spec.headline!r} has no test examples; check the dataset.")
     groups = rows["group"].to_numpy() if "group" in rows.columns else None
+    if spec.metric.resample == "clustered" and spec.metric.cluster != "group":  # clusters named by another info field (NeWT: its task)
+        groups = np.asarray([str(item.get(spec.metric.cluster)) for item in infos])
     summary = metrics.summarize(
         spec.metric, y_true, y_pred, levels=levels, level_meta=meta, headline=headline, groups=groups, repeats=crossed,
         label_names=examples.names(NO_SUBTASK) if y_true.ndim == 2 else (), n_bootstrap=ctx.n_bootstrap, seed=ctx.seed,

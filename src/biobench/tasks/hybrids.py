@@ -51,7 +51,7 @@ from biobench.evaluation import EvalContext, TaskReport
 from biobench.examples import Examples, one_per_image
 from biobench.images import ImageSet
 from biobench.layouts import missing_data
-from biobench.metrics import Metric
+from biobench.metrics import Metric, Replicates
 from biobench.probes import HybridDetector
 from biobench.sampling import training_rows
 from biobench.tasks import register_task
@@ -195,6 +195,28 @@ def bootstrap(
 def bootstrap_strata(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """One stratum per (group, hybrid or not)."""
     return np.asarray(groups, dtype=np.int64) * 2 + np.asarray(y, dtype=np.int64)
+
+
+def _stored_groups(fields) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, group indices) of stored predictions' info (`label`, `group` = major / minor / mimic)."""
+    y = np.asarray(fields["label"], dtype=np.int64)
+    groups = np.array([scoring.GROUPS.index(g) for g in fields["group"]], dtype=np.int8)
+    return y, groups
+
+
+def replicate_challenge_score(scores: np.ndarray, fields, counts: np.ndarray) -> Float[np.ndarray, " b"]:
+    """The challenge score of stored log-odds under each row of draw counts (reports: paired tests, rank intervals)."""
+    y, groups = _stored_groups(fields)
+    return scoring.challenge_metrics(scores, y, groups, np.rint(counts).astype(np.int64), roc=False)["challenge_score"]
+
+
+def stored_strata(fields) -> np.ndarray:
+    """The bootstrap strata (group x hybrid) of stored predictions."""
+    return bootstrap_strata(*_stored_groups(fields))
+
+
+CHALLENGE_SCORE = Metric("challenge_score", replicates=Replicates(replicate_challenge_score, stored_strata))
+"""The metric's name (for listings; `evaluate` computes it), and how reports recompute it from stored predictions."""
 
 
 ############
@@ -341,4 +363,4 @@ def download_images(root: Path) -> None:
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES,
                               download=download_images, probe=lambda cfg: HybridDetector(cfg.classifier), evaluate=evaluate, kind="detection",
-                              metric=Metric("challenge_score")))  # fmt: skip  # the metric's name (for listings); `evaluate` computes it
+                              metric=CHALLENGE_SCORE))  # fmt: skip

@@ -17,8 +17,9 @@ L2-normalised. For each task, features are centred on the task's training mean a
 L2-normalised again; an SVM is fit with the NeWT search (`biobench.probes.svm`) and
 scored on the task's test images. With `n_train >= 0`, each task's training set is a
 seeded class-balanced sample of `n_train` images. The score is accuracy pooled over
-all test images of all included tasks, with a bootstrap 95% interval; sub-scores give
-accuracy per cluster, subcluster and task.
+all test images of all included tasks, with a bootstrap 95% interval that resamples
+whole tasks (the 164 tasks are clusters: a task's images share its difficulty; with one
+task selected, its images); sub-scores give accuracy per cluster, subcluster and task.
 
 The recipe: `read` (the labels CSV as `Examples`, one sub-task per NeWT task), the SVM
 probe, `("l2", "centre", "l2")` preprocessing, accuracy; the routes do the rest. The
@@ -46,6 +47,7 @@ from biobench.errors import DataError
 from biobench.examples import Examples
 from biobench.images import ImageSet
 from biobench.layouts import missing_data, tables
+from biobench.metrics import SUBTASK_ACCURACY
 from biobench.probes import Svm
 from biobench.tasks import register_task
 from biobench.tasks.newt_classnames import CLASSNAMES
@@ -239,4 +241,5 @@ def check_download(root: Path) -> None:
 
 
 SPEC = register_task(TaskSpec(NAME, VERSION, CITATION, Options, read, make_fixture, resources=RESOURCES, download=check_download,
-                              probe=Svm(min_train=10), preprocess=("l2", "centre", "l2"), routes=("probe", "mllm")))  # fmt: skip
+                              probe=Svm(min_train=10), preprocess=("l2", "centre", "l2"), routes=("probe", "mllm"),
+                              metric=SUBTASK_ACCURACY))  # fmt: skip
