@@ -34,6 +34,7 @@ where it can be found, the line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import itertools
@@ -216,6 +217,11 @@ class Config:
     """Run-wide settings (results directory, cache, device, batch size, ...)."""
     source: Path | None = None
     """The file this came from, for messages."""
+    user_tasks: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
+    """The `[tasks.NAME]` tables as given: pool and Slurm workers register them again (a config built with
+    `from_dict` has no file for them to read)."""
+    base: Path | None = None
+    """The folder relative paths (plugins, `[tasks.NAME]` data) were resolved against."""
 
     def task_options_for(self, name: str):
         """The task's frozen options for this run (data dir + its `[NAME]` table)."""
@@ -260,6 +266,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{where.at('plugins')}: 'plugins' must be a list of module names or .py paths.")
     load_plugins(plugins, base)
+    user_tasks = copy.deepcopy(raw.get("tasks", {}))
     declared = declare_tasks(raw, where, base)
     known_tasks = tasks.task_names()
 
@@ -350,7 +357,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
             Experiment(model=m, **dict(zip(names, combo))) for m in models for combo in itertools.product(*(axes[n] for n in names))
         )
     )
-    return Config(experiments, data, task_options, settings, source)
+    return Config(experiments, data, task_options, settings, source, user_tasks if isinstance(user_tasks, dict) else {}, base)
 
 
 def _slurm_settings(table: object, where: _Where, base: Path) -> SlurmSettings:

@@ -127,15 +127,16 @@ _BACKBONE: tuple[Model, object] | None = None
 
 
 def _setup_worker(cfg: Config) -> None:
-    """Make this process know what the launcher knew: plugins and `[tasks.NAME]` tables (by loading the config file again)."""
-    from biobench import config as config_mod
+    """Make this process know what the launcher knew: its plugins and `[tasks.NAME]` tables (shipped with the config,
+    so a config built with `config.from_dict` works as well as a file, and an edited file cannot change a job)."""
     from biobench.plugins import load_plugins
+    from biobench.tasks import user
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if cfg.source is not None and Path(cfg.source).is_file():
-        config_mod.load(cfg.source)
-    else:
-        load_plugins(cfg.settings.plugins, Path.cwd())
+    base = cfg.base or (Path(cfg.source).parent.resolve() if cfg.source is not None else Path.cwd())
+    load_plugins(cfg.settings.plugins, base)
+    for name, table in cfg.user_tasks.items():
+        user.declare(name, table, base)
 
 
 def run_job(cfg: Config, job: Job, outbox: Path) -> int:
@@ -321,7 +322,7 @@ def _submitit_executor(cfg: Config, folder: Path):
     params = {
         "job_name": "biobench",
         "time": s.time_min,
-        "gpus_per_node": s.gpus_per_job or None,
+        "gpus_per_node": (0 if cfg.settings.device == "cpu" else s.gpus_per_job) or None,  # device = "cpu": no GPU asked
         "cpus_per_task": s.cpus_per_job,
         "mem": f"{s.mem_gb}GB",
         "partition": s.partition,
@@ -344,15 +345,54 @@ def _handle(cluster: str, folder: str, job_id: str):
     return submitit.LocalJob(folder=folder, job_id=job_id)
 
 
-def job_state(cluster: str, handle) -> str:
-    """queued / running / ended (then see `job_error`)."""
+_QUEUED = frozenset({"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"})
+_RUNNING = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "UNKNOWN", "PREEMPTED"})
+# UNKNOWN: not yet in the accounting; PREEMPTED: about to be requeued. Anything else (COMPLETED, CANCELLED, FAILED,
+# TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, ...) has ended; the job's result file says how.
+
+
+def squeue_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    """Slurm's state of each job, from `squeue` (which, unlike submitit's `sacct`, needs no accounting database);
+    a job squeue no longer lists (ended more than MinJobAge ago) is "ENDED". None when squeue cannot answer."""
+    import subprocess
+
+    ids = sorted({str(j) for j in job_ids})
+    if not ids:
+        return {}
+    cmd = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", f"--jobs={','.join(ids)}"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        logger.warning("squeue did not answer (%s); job states come from sacct instead.", err)
+        return None
+    if out.returncode != 0:
+        if "invalid job id" in out.stderr.lower():  # every job asked about is gone from the controller
+            return dict.fromkeys(ids, "ENDED")
+        logger.warning("squeue failed (%s); job states come from sacct instead.", out.stderr.strip() or out.returncode)
+        return None
+    states = dict.fromkeys(ids, "ENDED")
+    for line in out.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id in states:
+            states[job_id] = state.split()[0].rstrip("+") if state.strip() else "UNKNOWN"
+    return states
+
+
+_ASK = object()
+
+
+def job_state(cluster: str, handle, states=_ASK) -> str:
+    """queued / running / ended (then see `job_error`). `states`: `squeue_states` of many jobs at once."""
     if cluster == "local":
         return "running" if _pid_running(int(str(handle.job_id).split("_")[0])) else "ended"
-    state = str(handle.state).upper()
-    if state in ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"):
+    job_id = str(handle.job_id)
+    if states is _ASK:
+        states = squeue_states([job_id])
+    state = states[job_id] if states is not None and job_id in states else str(handle.state).upper()  # else sacct, via submitit
+    if state in _QUEUED:
         return "queued"
-    if state in ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "UNKNOWN", "PREEMPTED"):
-        return "running"  # UNKNOWN: not yet in the accounting; PREEMPTED: about to be requeued
+    if state in _RUNNING:
+        return "running"
     return "ended"
 
 
@@ -388,11 +428,13 @@ def run_slurm_jobs(jobs: Sequence[Job], cfg: Config, store: Store, summary, n_to
     launch = _Launch(cfg, store, summary, n_todo)
     cluster = cfg.settings.slurm.cluster
     live: dict[str, tuple[object, str, list[ExperimentKey], str]] = {}  # name -> handle, cluster, keys, last state
-    for row in store.jobs():
-        if row["state"] in FINISHED or row["cluster"] not in ("slurm", "local"):
-            continue
+    rows = [r for r in store.jobs() if r["state"] not in FINISHED and r["cluster"] in ("slurm", "local")]
+    states = squeue_states(r["job_id"] for r in rows if r["cluster"] == "slurm")
+    for row in rows:
         handle = _handle(row["cluster"], row["folder"], row["job_id"])
-        if job_state(row["cluster"], handle) == "ended":  # ended while no launcher watched: collect it; what it lacks is resubmitted
+        if (
+            job_state(row["cluster"], handle, states) == "ended"
+        ):  # ended while no launcher watched: collect it; what it lacks is resubmitted
             launch.drain(row["name"])
             error = job_error(handle)
             missing = [k for k in row["keys"] if not store.has(k)]
@@ -423,10 +465,11 @@ def run_slurm_jobs(jobs: Sequence[Job], cfg: Config, store: Store, summary, n_to
         return
     names = {j.name: j for j in jobs}
     while live:
+        states = squeue_states(str(h.job_id) for h, kind, _, _ in live.values() if kind == "slurm")
         for name in list(live):
             handle, kind, keys, last = live[name]
             launch.drain(name)
-            state = job_state(kind, handle)
+            state = job_state(kind, handle, states)
             if state != "ended":
                 if state != last:
                     logger.info("Job %s (%s): %s", handle.job_id, name, state)
@@ -446,11 +489,13 @@ def status_rows(store: Store) -> list[dict]:
     """Every job of the database with its current state (asked of Slurm, or of the process table), nothing written."""
     out = []
     done = store.done_keys()
-    for row in store.jobs():
+    rows = store.jobs()
+    states = squeue_states(r["job_id"] for r in rows if r["state"] not in FINISHED and r["cluster"] == "slurm")
+    for row in rows:
         state = row["state"]
         if state not in FINISHED and row["cluster"] in ("slurm", "local"):
             handle = _handle(row["cluster"], row["folder"], row["job_id"])
-            now = job_state(row["cluster"], handle)
+            now = job_state(row["cluster"], handle, states)
             if now == "ended":
                 error = job_error(handle)
                 state = "done" if error is None else "failed"
