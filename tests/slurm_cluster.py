@@ -66,7 +66,9 @@ class SlurmCluster:
         self.conf = self.dir / "slurm.conf"
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
-        self.cpus = os.cpu_count() or 1
+        # At least 4 CPUs declared (SlurmdParameters=config_overrides lets slurmd believe the config), so a test's
+        # 4 one-CPU jobs run at once even on a 2-core machine.
+        self.cpus = max(4, os.cpu_count() or 1)
 
     # Starting
 
@@ -155,6 +157,7 @@ class SlurmCluster:
                 "MpiDefault=none",
                 "MailProg=/bin/true",
                 "ReturnToService=2",
+                "SlurmdParameters=config_overrides",
                 "SchedulerType=sched/builtin",
                 "MinJobAge=600",
                 "KillWait=2",

@@ -55,7 +55,7 @@ def wait_for(what: str, cond, cluster: SlurmCluster, timeout: float = 60):
 
 
 def test_real_slurm_scancel_a_job_mid_run_and_the_rerun_submits_exactly_what_is_missing(
-    cluster, config_file, newt_dir, plankton_dir, tmp_path, monkeypatch
+    cluster, config_file, plankton_dir, tmp_path, monkeypatch
 ):
     # The jobs run on this machine under this interpreter (submitit: sys.executable) and see this biobench.
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
@@ -65,40 +65,44 @@ def test_real_slurm_scancel_a_job_mid_run_and_the_rerun_submits_exactly_what_is_
     gate.touch()
     monkeypatch.setenv("BIOBENCH_TEST_GATE", str(gate))
     extra = 'executor = "slurm"\n[slurm]\ngpus_per_job = 0\ncpus_per_job = 1\nmem_gb = 1\ntime_min = 10\npoll_s = 0.5'
-    cfg = config.load(grid_config(config_file, newt_dir, plankton_dir, extra=extra, models=("builtin:pixel-stats", "gated:v1")))
+    cfg = config.load(grid_config(config_file, "", plankton_dir, extra=extra, models=("builtin:pixel-stats", "gated:v1")))
     db = cfg.settings.db_path
 
-    first = runner.run(cfg, detach=True)  # 2 models x 2 tasks: 4 jobs (one array) of 2 experiments (n_train 4, 8) each
-    assert first.detached and first.jobs_submitted == 4 and first.run == 0
+    first = runner.run(cfg, detach=True)  # 2 models x plankton (newt = ""): 2 jobs (one array) of 2 experiments (n_train 4, 8) each
+    assert first.detached and first.jobs_submitted == 2 and first.run == 0
     with Store(db, readonly=True) as store:
         jobs = store.jobs()
-    assert len(jobs) == 4 and all(j["cluster"] == "slurm" and j["state"] == "queued" for j in jobs)
+    assert len(jobs) == 2 and all(j["cluster"] == "slurm" and j["state"] == "queued" for j in jobs)
     listed = cluster.run("squeue", "-h", "-r", "-o", "%i").stdout.split()
     assert sorted(listed) == sorted(j["job_id"] for j in jobs), listed  # the jobs really are Slurm's
-    victim = next(j for j in jobs if "gated" in j["name"] and j["name"].startswith("newt"))
+    victim = next(j for j in jobs if "gated" in j["name"])
     marker = Path(f"{gate}.waiting.{victim['job_id']}")
     wait_for(f"job {victim['job_id']} to reach its first forward pass", marker.exists, cluster)
     cancel = cluster.run("scancel", victim["job_id"])
     assert cancel.returncode == 0, cancel.stderr
     wait_for(f"job {victim['job_id']} to be cancelled", lambda: executors.squeue_states([victim["job_id"]]) == {victim["job_id"]: "CANCELLED"}, cluster)  # fmt: skip
-    gate.unlink()  # the other gated job goes on
+    gate.unlink()
+    # Cancelled before its first result: nothing of it in its outbox, nothing of it stored.
+    assert not list((executors.jobs_folder(cfg) / "outbox" / victim["name"]).glob("*.report"))
+    with Store(db, readonly=True) as store:
+        assert not any(store.has(k) for k in victim["keys"])
 
     out = run_cli("status", "--db", str(db), timeout=60)
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if victim["job_id"] in ln)
     assert "failed" in line, out.stdout
 
-    second = runner.run(cfg)  # reattaches to the 3 others, resubmits the cancelled job's 2 experiments as one job
+    second = runner.run(cfg)  # collects the other job, resubmits the cancelled job's 2 experiments as one job
     assert not second.failed, (second.errors, cluster.logs())
-    assert second.jobs_submitted == 1 and second.done + second.run == 8  # done: stored from outboxes before planning
-    check_db(db, 8)
+    assert second.jobs_submitted == 1 and second.done + second.run == 4  # done: stored from outboxes before planning
+    check_db(db, 4)
     with Store(db, readonly=True) as store:
         jobs2 = {j["name"]: j for j in store.jobs()}
     again = jobs2[victim["name"]]  # the same work has the same name: exactly the cancelled job's experiments
     assert again["job_id"] != victim["job_id"] and again["keys"] == victim["keys"] and again["state"] == "done"
     assert all(j["state"] == "done" for j in jobs2.values())
-    assert len(stored_scores(db)) == 8
+    assert len(stored_scores(db)) == 4
 
     third = runner.run(cfg)  # nothing missing: nothing submitted, nothing stored
     assert third.run == 0 and third.jobs_submitted == 0
-    check_db(db, 8)
+    check_db(db, 4)
