@@ -170,3 +170,38 @@ def test_slurm_path_kill_a_job_mid_run_and_the_rerun_does_only_what_is_missing(c
     assert states[victim["name"]]["state"] in ("failed", "done")
     assert runner.run(cfg).run == 0
     check_db(db, 8)
+
+
+def test_job_progress_is_a_line_per_state_change_off_a_terminal_and_one_live_line_on_it(caplog):
+    import io
+    import logging
+
+    from biobench.executors import JobBoard
+
+    changes = [("a", "1_0", "queued"), ("b", "1_1", "queued"), ("a", "1_0", "running"), ("a", "1_0", "running"),
+               ("b", "1_1", "running"), ("a", "1_0", "done"), ("b", "1_1", "failed")]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="biobench.runner"):
+        board = JobBoard(4, tty=False)
+        for change in changes:
+            board.change(*change)
+        board.add_stored(2)
+        board.close()
+    lines = [r.getMessage() for r in caplog.records]
+    # Submissions are logged when submitted; a repeated state is not a change.
+    assert lines == ["Job 1_0 (a): running", "Job 1_1 (b): running", "Job 1_0 (a): done", "Job 1_1 (b): failed"]
+    assert board.jobs_line() == "jobs: 0 queued, 0 running, 1 done, 1 failed"
+
+    caplog.clear()
+    screen = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="biobench.runner"):
+        board = JobBoard(4, tty=True, file=screen)
+        shown = []
+        for change in changes:
+            board.change(*change)
+            shown.append(board.jobs_line())
+        board.add_stored(2)
+        board.close()
+    assert not caplog.records  # no line per change: the live line says it
+    text = screen.getvalue()
+    assert shown[2] == "jobs: 1 queued, 1 running, 0 done, 0 failed" and shown[2] in text
+    assert text.rstrip().split("\r")[-1].startswith("experiments:  50%") and "2/4" in text and shown[-1] in text

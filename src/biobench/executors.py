@@ -263,11 +263,14 @@ class _Launch:
         self.folder = jobs_folder(cfg)
         self.outbox = self.folder / "outbox"
         self._print = print_result
+        self.board: JobBoard | None = None
 
     def stored(self, report: Report) -> None:
         self.summary.run += 1
         self.summary.answers_failed += report.n_failed or 0
         self._print(report, f"[{self.summary.run + self.summary.failed}/{self.n_todo}]")
+        if self.board is not None:
+            self.board.add_stored()
 
     def drain(self, name: str) -> None:
         ingest(self.outbox / name, self.store, self.stored)
@@ -421,6 +424,58 @@ def _pid_running(pid: int) -> bool:
         return True
 
 
+class JobBoard:
+    """What a launcher waiting on jobs shows: off a terminal (Slurm logs, CI), one log line per job state change; on a
+    terminal, one live line instead (experiments stored out of all, jobs queued / running / done / failed), with the
+    results and errors printed above it."""
+
+    STATES = ("queued", "running", "done", "failed")
+
+    def __init__(self, n_experiments: int, *, tty: bool | None = None, file=None):
+        self.n = n_experiments
+        self.stored = 0
+        self.states: dict[str, str] = {}
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self._bar = self._redirect = None
+        if self.tty:
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._bar = tqdm(total=n_experiments, desc="experiments", unit="exp", file=file or sys.stderr, dynamic_ncols=True,
+                             mininterval=0, leave=True)  # fmt: skip
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
+
+    def jobs_line(self) -> str:
+        """e.g. `jobs: 1 queued, 2 running, 4 done, 0 failed`."""
+        counts = {s: 0 for s in self.STATES}
+        for state in self.states.values():
+            counts[state] = counts.get(state, 0) + 1
+        return "jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+
+    def change(self, name: str, job_id: str, state: str) -> None:
+        """Job `name` (Slurm id `job_id`) is now `state`; nothing happens if it already was."""
+        if self.states.get(name) == state:
+            return
+        first = name not in self.states
+        self.states[name] = state
+        if self._bar is not None:
+            self._bar.set_postfix_str(self.jobs_line())
+        elif not (first and state == "queued"):  # its submission was logged already
+            logger.info("Job %s (%s): %s", job_id, name, state)
+
+    def add_stored(self, n: int = 1) -> None:
+        self.stored += n
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._redirect.__exit__(None, None, None)
+            self._bar = None
+
+
 def run_slurm_jobs(jobs: Sequence[Job], cfg: Config, store: Store, summary, n_todo: int, *, detach: bool = False) -> None:
     """executor = "slurm": reattach to this database's live jobs, submit the rest (job arrays), then wait and ingest.
 
@@ -464,25 +519,31 @@ def run_slurm_jobs(jobs: Sequence[Job], cfg: Config, store: Store, summary, n_to
     if detach:
         return
     names = {j.name: j for j in jobs}
-    while live:
-        states = squeue_states(str(h.job_id) for h, kind, _, _ in live.values() if kind == "slurm")
-        for name in list(live):
-            handle, kind, keys, last = live[name]
-            launch.drain(name)
-            state = job_state(kind, handle, states)
-            if state != "ended":
-                if state != last:
-                    logger.info("Job %s (%s): %s", handle.job_id, name, state)
-                    store.set_job_state(name, state)
-                    live[name] = (handle, kind, keys, state)
-                continue
-            error = job_error(handle)
-            logger.info("Job %s (%s): %s", handle.job_id, name, "done" if error is None else "failed")
-            what = names[name].describe() if name in names else f"job {handle.job_id}"
-            launch.finish(name, keys, what, error, None if error is None else str(handle.paths.stderr))
-            del live[name]
-        if live:
-            time.sleep(cfg.settings.slurm.poll_s)
+    board = launch.board = JobBoard(len({k for _, _, keys, _ in live.values() for k in keys if not store.has(k)}))
+    for name, (handle, _, _, last) in live.items():
+        board.change(name, str(handle.job_id), last)
+    try:
+        while live:
+            states = squeue_states(str(h.job_id) for h, kind, _, _ in live.values() if kind == "slurm")
+            for name in list(live):
+                handle, kind, keys, last = live[name]
+                launch.drain(name)
+                state = job_state(kind, handle, states)
+                if state != "ended":
+                    if state != last:
+                        board.change(name, str(handle.job_id), state)
+                        store.set_job_state(name, state)
+                        live[name] = (handle, kind, keys, state)
+                    continue
+                error = job_error(handle)
+                what = names[name].describe() if name in names else f"job {handle.job_id}"
+                launch.finish(name, keys, what, error, None if error is None else str(handle.paths.stderr))
+                board.change(name, str(handle.job_id), "done" if error is None and all(store.has(k) for k in keys) else "failed")
+                del live[name]
+            if live:
+                time.sleep(cfg.settings.slurm.poll_s)
+    finally:
+        board.close()
 
 
 def status_rows(store: Store) -> list[dict]:
