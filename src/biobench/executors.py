@@ -19,8 +19,9 @@ run does only what is missing. Nothing here depends on SQLite locking across mac
   outbox). Job ids live in the store's `jobs` table, so `--detach` can return at once,
   `biobench status` can show them, and a rerun reattaches to live jobs instead of
   submitting them again. A failed job's error and log path are shown and stored; the
-  other jobs go on. `[slurm] cluster = "local"` runs the same code path with submitit's
-  local executor (processes on this machine), which is how it is tested.
+  other jobs go on. Job states are read with `squeue` (no accounting database needed).
+  `[slurm] cluster = "local"` runs the same code path with submitit's local executor
+  (processes on this machine); tests/test_slurm_real.py runs it on a real single-node Slurm.
 
 MLLM models always run in the launcher: their answer cache is the database itself.
 """
