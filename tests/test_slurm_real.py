@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 import biobench
-from biobench import config, executors, runner
+from biobench import cli, config, executors, runner
 from biobench.store import Store
-from tests.conftest import run_cli
 from tests.slurm_cluster import ClusterUnavailable, SlurmCluster
 from tests.test_executors import check_db, grid_config, stored_scores
 
@@ -55,7 +54,7 @@ def wait_for(what: str, cond, cluster: SlurmCluster, timeout: float = 60):
 
 
 def test_real_slurm_scancel_a_job_mid_run_and_the_rerun_submits_exactly_what_is_missing(
-    cluster, config_file, plankton_dir, tmp_path, monkeypatch
+    cluster, config_file, plankton_dir, tmp_path, monkeypatch, capsys
 ):
     # The jobs run on this machine under this interpreter (submitit: sys.executable) and see this biobench.
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
@@ -87,10 +86,12 @@ def test_real_slurm_scancel_a_job_mid_run_and_the_rerun_submits_exactly_what_is_
     with Store(db, readonly=True) as store:
         assert not any(store.has(k) for k in victim["keys"])
 
-    out = run_cli("status", "--db", str(db), timeout=60)
-    assert out.returncode == 0, out.stderr
-    line = next(ln for ln in out.stdout.splitlines() if victim["job_id"] in ln)
-    assert "failed" in line, out.stdout
+    capsys.readouterr()
+    assert cli.main(["status", "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    line = next(ln for ln in shown.splitlines() if victim["job_id"] in ln)
+    assert line.startswith("failed") and "0/2 stored" in line, shown
+    assert "ended without a result" in shown, shown  # its error, with its log path
 
     second = runner.run(cfg)  # collects the other job, resubmits the cancelled job's 2 experiments as one job
     assert not second.failed, (second.errors, cluster.logs())
