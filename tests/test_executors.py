@@ -137,7 +137,7 @@ def test_slurm_path_kill_a_job_mid_run_and_the_rerun_does_only_what_is_missing(c
     gate = tmp_path / "gate"
     gate.touch()
     monkeypatch.setenv("BIOBENCH_TEST_GATE", str(gate))
-    extra = 'executor = "slurm"\n[slurm]\ncluster = "local"\npoll_s = 0.3\ntime_min = 5'
+    extra = 'executor = "slurm"\n[slurm]\ncluster = "local"\npoll_s = 0.3\ntime_min = 5\ntarget_job_min = 0'
     cfg = config.load(grid_config(config_file, newt_dir, plankton_dir, extra=extra, models=("builtin:pixel-stats", "gated:v1")))
     db = cfg.settings.db_path
 

@@ -63,7 +63,7 @@ def test_real_slurm_scancel_a_job_mid_run_and_the_rerun_submits_exactly_what_is_
     gate = tmp_path / "gate"
     gate.touch()
     monkeypatch.setenv("BIOBENCH_TEST_GATE", str(gate))
-    extra = 'executor = "slurm"\n[slurm]\ngpus_per_job = 0\ncpus_per_job = 1\nmem_gb = 1\ntime_min = 10\npoll_s = 0.5'
+    extra = 'executor = "slurm"\n[slurm]\ngpus_per_job = 0\ncpus_per_job = 1\nmem_gb = 1\ntime_min = 10\ntarget_job_min = 0\npoll_s = 0.5'
     cfg = config.load(grid_config(config_file, "", plankton_dir, extra=extra, models=("builtin:pixel-stats", "gated:v1")))
     db = cfg.settings.db_path
 

@@ -128,7 +128,16 @@ class SlurmSettings:
     mem_gb: int = 32
     """Memory per job, GB."""
     time_min: int = 30
-    """Time limit per job, minutes; a job that reaches it is requeued and resumes (see max_requeue)."""
+    """The longest time limit a job asks for, minutes; a job that reaches it is requeued and resumes (see max_requeue).
+    Each job's limit is its estimated cost x time_safety (`biobench.jobcost`), between min_time_min and this."""
+    min_time_min: int = 10
+    """The shortest time limit a job asks for, minutes."""
+    time_safety: float = 2.0
+    """A job's time limit is its estimated seconds times this (at least 1)."""
+    target_job_min: int = 20
+    """Small (model, task) jobs are packed into one submitted job of about this many estimated minutes; 0 = one job each."""
+    shard_images: int = 200_000
+    """A task with more images to embed than this is first embedded by shard jobs (at most this many images each), then evaluated."""
     constraint: str | None = None
     """sbatch --constraint, e.g. "a100"."""
     array_parallelism: int = 64
@@ -377,7 +386,12 @@ def _slurm_settings(table: object, where: _Where, base: Path) -> SlurmSettings:
     for key in ("cpus_per_job", "mem_gb", "time_min", "array_parallelism"):
         if getattr(out, key) < 1:
             raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be at least 1.")
-    for key in ("gpus_per_job", "max_requeue"):
+    for key in ("min_time_min", "shard_images"):
+        if getattr(out, key) < 1:
+            raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be at least 1.")
+    if out.time_safety < 1:
+        raise ConfigError(f"{where.at('time_safety', 'slurm')}: '[slurm] time_safety' must be at least 1; got {out.time_safety}.")
+    for key in ("gpus_per_job", "max_requeue", "target_job_min"):
         if getattr(out, key) < 0:
             raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be 0 or more.")
     if out.poll_s <= 0:
