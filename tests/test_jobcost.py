@@ -125,3 +125,25 @@ def test_sizing_settings_are_checked(config_file):
                      ("target_job_min = -1", "target_job_min' must be 0 or more")):  # fmt: skip
         with pytest.raises(ConfigError, match=msg):
             config.load(config_file(f"[slurm]\n{bad}\n{model}"))
+
+
+def test_cached_images_are_found_without_loading_the_model(config_file, tmp_path):
+    from biobench.cache import FeatureCache
+    from biobench.embed import _cache_key
+    from biobench.executors import cached_mask
+
+    cfg = config.load(config_file(f'device = "cpu"\ncache_dir = "{tmp_path / "fc"}"\n[[models]]\norg = "builtin"\nckpt = "pixel-stats"\n'))
+    images = Images("set", 10)
+    model = Model("timm", "some-net")
+    assert not cached_mask(model, images, cfg, {}).any()  # an empty cache
+    cache = FeatureCache(cfg.settings.resolved_cache_dir())
+    fp = _cache_key("weights-digest", "cpu", "exact")
+    info = {"name": "timm:some-net", "org": "timm", "ckpt": "some-net"}
+    cache.put(fp, images.keys()[[1, 4, 7]], np.ones((3, 2), np.float32), dataset="set", backbone_info=info)
+    want = np.isin(np.arange(10), [1, 4, 7])
+    # No stored experiment of the model: the cache's record of its backbones (by name) says where to look.
+    np.testing.assert_array_equal(cached_mask(model, images, cfg, {}), want)
+    assert not cached_mask(Model("timm", "some-net", pretrained=False), images, cfg, {}).any()  # other weights
+    # With a stored fingerprint, the cache key is computed from it.
+    np.testing.assert_array_equal(cached_mask(model, images, cfg, {("timm", "some-net"): "weights-digest"}), want)
+    assert not cached_mask(model, images, cfg, {("timm", "some-net"): "other-digest"}).any()

@@ -578,19 +578,17 @@ def cached_mask(model: Model, images, cfg: Config, fingerprints: dict[tuple[str,
     s = cfg.settings
     device = s.resolved_device()
     cache = FeatureCache(s.resolved_cache_dir())
-    keys = images.keys(s.cache_keys)
     fp = fingerprints.get((model.org, model.key_ckpt))
     if fp is not None:
         candidates = [_cache_key(fp, device, d) for d in dict.fromkeys((resolve_decode(s.decode, device), "exact"))]
     elif cache.base.is_dir():
-        candidates = []
-        for bdir in sorted(p for p in cache.base.iterdir() if p.is_dir()):
-            info = _read_json(bdir / "backbone.json")
-            if info.get("org") == model.org and info.get("ckpt") == model.ckpt:
-                candidates.append(bdir.name)
+        name = f"{model.org}:{model.ckpt}" + ("" if model.pretrained else "#random-init")  # as the backbone records it
+        candidates = [p.name for p in sorted(cache.base.iterdir()) if p.is_dir() and _read_json(p / "backbone.json").get("name") == name]
     else:
         candidates = []
+    candidates = [c for c in candidates if cache.backbone_dir(c).is_dir()]
     best = np.zeros(len(images), dtype=bool)
+    keys = images.keys(s.cache_keys) if candidates else None  # nothing cached: no need to key (or hash) the images
     for key in candidates:
         _, found = cache.lookup(key, keys)
         if found.sum() > best.sum():
