@@ -248,6 +248,8 @@ def test_a_large_task_is_embedded_by_shard_jobs_first_and_its_evaluation_job_emb
     assert sorted(name.split("--")[0] for name in jobs) == ["plankton", "shard1of2", "shard2of2"]
     assert all(j["state"] == "done" for j in jobs.values())
     assert len({j["job_id"] for j in jobs.values()}) == 3
+    shown = run_cli("status", "--db", str(cfg.settings.db_path), timeout=60)
+    assert shown.returncode == 0 and shown.stdout.count("embeds images into the feature cache") == 2, shown.stdout + shown.stderr
     # Every image went through the backbone once, in the shard jobs; the evaluation job found them all cached.
     assert sum(int(x) for x in counts.read_text().split()) == n
     assert embedded == [0, 0]
