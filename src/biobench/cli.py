@@ -99,7 +99,7 @@ def status(db: Path = Path("results/results.sqlite")) -> int:
     Args:
         db: The results database (REPORT_TO/results.sqlite of a config).
     """
-    from biobench.executors import status_rows
+    from biobench.executors import is_shard, status_rows
     from biobench.store import Store
 
     with Store(db, readonly=True) as store:
@@ -112,7 +112,8 @@ def status(db: Path = Path("results/results.sqlite")) -> int:
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
         waiting = f", {r['n_waiting']} result(s) to collect (rerun)" if r["n_waiting"] else ""
-        print(f"{r['state']:<8} {r['cluster']:<6} job {r['job_id']:<12} {r['name']}  {r['n_done']}/{len(r['keys'])} stored{waiting}")
+        what = "embeds images into the feature cache" if is_shard(r["name"]) else f"{r['n_done']}/{len(r['keys'])} stored{waiting}"
+        print(f"{r['state']:<8} {r['cluster']:<6} job {r['job_id']:<12} {r['name']}  {what}")
         if r["state"] == "failed":
             last = (r.get("error") or "").strip().splitlines()
             print(f"         error: {last[-1] if last else '?'}" + (f"  (log: {r['log_path']})" if r.get("log_path") else ""))
