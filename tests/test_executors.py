@@ -13,6 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from biobench import config, runner
@@ -137,7 +138,7 @@ def test_slurm_path_kill_a_job_mid_run_and_the_rerun_does_only_what_is_missing(c
     gate = tmp_path / "gate"
     gate.touch()
     monkeypatch.setenv("BIOBENCH_TEST_GATE", str(gate))
-    extra = 'executor = "slurm"\n[slurm]\ncluster = "local"\npoll_s = 0.3\ntime_min = 5'
+    extra = 'executor = "slurm"\n[slurm]\ncluster = "local"\npoll_s = 0.3\ntime_min = 5\ntarget_job_min = 0'
     cfg = config.load(grid_config(config_file, newt_dir, plankton_dir, extra=extra, models=("builtin:pixel-stats", "gated:v1")))
     db = cfg.settings.db_path
 
@@ -170,3 +171,97 @@ def test_slurm_path_kill_a_job_mid_run_and_the_rerun_does_only_what_is_missing(c
     assert states[victim["name"]]["state"] in ("failed", "done")
     assert runner.run(cfg).run == 0
     check_db(db, 8)
+
+
+def test_job_progress_is_a_line_per_state_change_off_a_terminal_and_one_live_line_on_it(caplog):
+    import io
+    import logging
+
+    from biobench.executors import JobBoard
+
+    changes = [("a", "1_0", "queued"), ("b", "1_1", "queued"), ("a", "1_0", "running"), ("a", "1_0", "running"),
+               ("b", "1_1", "running"), ("a", "1_0", "done"), ("b", "1_1", "failed")]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="biobench.runner"):
+        board = JobBoard(4, tty=False)
+        for change in changes:
+            board.change(*change)
+        board.add_stored(2)
+        board.close()
+    lines = [r.getMessage() for r in caplog.records]
+    # Submissions are logged when submitted; a repeated state is not a change.
+    assert lines == ["Job 1_0 (a): running", "Job 1_1 (b): running", "Job 1_0 (a): done", "Job 1_1 (b): failed"]
+    assert board.jobs_line() == "jobs: 0 queued, 0 running, 1 done, 1 failed"
+
+    caplog.clear()
+    screen = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="biobench.runner"):
+        board = JobBoard(4, tty=True, file=screen)
+        shown = []
+        for change in changes:
+            board.change(*change)
+            shown.append(board.jobs_line())
+        board.add_stored(2)
+        board.close()
+    assert not caplog.records  # no line per change: the live line says it
+    text = screen.getvalue()
+    assert shown[2] == "jobs: 1 queued, 1 running, 0 done, 0 failed" and shown[2] in text
+    assert text.rstrip().split("\r")[-1].startswith("experiments:  50%") and "2/4" in text and shown[-1] in text
+
+
+def test_a_large_task_is_embedded_by_shard_jobs_first_and_its_evaluation_job_embeds_nothing(
+    config_file, newt_dir, plankton_dir, tmp_path, monkeypatch
+):
+    import io
+    import json
+
+    from biobench.backbones import load_vision_backbone
+    from biobench.cache import FeatureCache
+    from biobench.embed import get_features
+    from biobench.plugins import load_plugins
+    from biobench.routes import embed_settings
+    from biobench.tasks import get_task
+
+    counts = tmp_path / "forward-passes"
+    monkeypatch.setenv("BIOBENCH_TEST_COUNT_FILE", str(counts))
+    only_plankton = ""  # newt = "": no data, so plankton is the grid's one task
+    plain = config.load(grid_config(config_file, only_plankton, plankton_dir, models=("counting:v1",), name="plain.toml"))
+    images = get_task("plankton").read(plain.task_options_for("plankton")).images
+    n = len(images)
+    extra = f'executor = "slurm"\n[slurm]\ncluster = "local"\npoll_s = 0.3\ntime_min = 5\nshard_images = {n - 1}'
+    cfg = config.load(grid_config(config_file, only_plankton, plankton_dir, extra=extra, models=("counting:v1",)))
+
+    out = io.StringIO()
+    runner.run(cfg, dry_run=True, out=out)  # more images than shard_images: 2 shard jobs, then the evaluation job
+    assert "embedding shard 1/2" in out.getvalue() and "embedding shard 2/2" in out.getvalue(), out.getvalue()
+    assert "then, after its 2 shard job(s): plankton with counting:v1 (2 experiment(s))" in out.getvalue(), out.getvalue()
+    assert not counts.exists()
+
+    first = runner.run(cfg, detach=True)  # submits the shard jobs only
+    assert first.detached and first.jobs_submitted == 2 and first.run == 0
+    # Reattaches to the shard jobs (nothing submitted again), submits the evaluation job once they have ended.
+    second = runner.run(cfg)
+    assert not second.failed, second.errors
+    assert second.run == 2 and second.jobs_submitted == 1
+    with Store(cfg.settings.db_path, readonly=True) as store:
+        jobs = {j["name"]: j for j in store.jobs()}
+        embedded = [json.loads(r["config"])["embedding"]["n_embedded"] for r in store.rows()]
+    assert sorted(name.split("--")[0] for name in jobs) == ["plankton", "shard1of2", "shard2of2"]
+    assert all(j["state"] == "done" for j in jobs.values())
+    assert len({j["job_id"] for j in jobs.values()}) == 3
+    # Every image went through the backbone once, in the shard jobs; the evaluation job found them all cached.
+    assert sum(int(x) for x in counts.read_text().split()) == n
+    assert embedded == [0, 0]
+    check_db(cfg.settings.db_path, 2)
+
+    # The shards' cache entries are the unsharded features, and complete: a lookup embeds nothing.
+    monkeypatch.delenv("BIOBENCH_TEST_COUNT_FILE")
+    load_plugins(cfg.settings.plugins, cfg.source.parent)
+    backbone = load_vision_backbone("counting", "v1")
+    sharded = get_features(backbone, images, FeatureCache(cfg.settings.resolved_cache_dir()), embed_settings(cfg))
+    whole = get_features(backbone, images, FeatureCache(tmp_path / "unsharded"), embed_settings(cfg))
+    assert sharded.n_embedded == 0 and whole.n_embedded == n
+    np.testing.assert_array_equal(np.asarray(sharded.features), np.asarray(whole.features))
+
+    again = runner.run(cfg)
+    assert again.run == 0 and again.jobs_submitted == 0
+    check_db(cfg.settings.db_path, 2)

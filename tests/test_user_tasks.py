@@ -297,3 +297,29 @@ def test_fixture_command_writes_a_declared_tasks_layout(tmp_path):
     assert cli.main(["fixture", "mymoths", "--dir", str(tmp_path / "d"), "--config", str(cfg)]) == 0
     assert (tmp_path / "d" / "meta.csv").read_text().startswith("file,species,split\n")
     assert len(get_task("mymoths").read(user.Options(tmp_path / "d")).images) == 52
+
+
+def test_the_tasks_of_a_config_built_in_code_reach_workers(tmp_path, monkeypatch):
+    """A config from `config.from_dict` has no file for a pool or Slurm worker to read: its `[tasks.NAME]` tables travel
+    with it. A fresh interpreter (as a spawned or submitit worker is), elsewhere, given the pickled config as a worker
+    is, knows the task and reads its data."""
+    import pickle
+
+    write_fixture("mybirds", LAYOUTS["folders"], tmp_path / "d")
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the working directory, as from_dict documents
+    table = {**LAYOUTS["folders"], "data": "d"}
+    cfg = config.from_dict({"models": [{"org": "builtin", "ckpt": "pixel-stats"}], "tasks": {"mybirds": table}})
+    assert cfg.source is None and cfg.user_tasks == {"mybirds": table} and cfg.base == tmp_path
+    (tmp_path / "cfg.pickle").write_bytes(pickle.dumps(cfg))
+    (tmp_path / "elsewhere").mkdir()
+    code = (
+        "import pickle, sys; from biobench import executors; from biobench.tasks import get_task; "
+        "cfg = pickle.load(open(sys.argv[1], 'rb')); executors._setup_worker(cfg); "
+        "ex = get_task('mybirds').read(cfg.task_options_for('mybirds')); print(get_task('mybirds').probe.display_name(), ex.table.height)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cfg.pickle")], capture_output=True, text=True, env=env,
+                         cwd=tmp_path / "elsewhere", timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    expected = get_task("mybirds").read(cfg.task_options_for("mybirds"))
+    assert out.stdout.split() == [get_task("mybirds").probe.display_name(), str(expected.table.height)]

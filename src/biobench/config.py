@@ -34,6 +34,7 @@ where it can be found, the line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import itertools
@@ -141,7 +142,16 @@ class SlurmSettings:
     mem_gb: int = 32
     """Memory per job, GB."""
     time_min: int = 30
-    """Time limit per job, minutes; a job that reaches it is requeued and resumes (see max_requeue)."""
+    """The longest time limit a job asks for, minutes; a job that reaches it is requeued and resumes (see max_requeue).
+    Each job's limit is its estimated cost x time_safety (`biobench.jobcost`), between min_time_min and this."""
+    min_time_min: int = 10
+    """The shortest time limit a job asks for, minutes."""
+    time_safety: float = 2.0
+    """A job's time limit is its estimated seconds times this (at least 1)."""
+    target_job_min: int = 20
+    """Small (model, task) jobs are packed into one submitted job of about this many estimated minutes; 0 = one job each."""
+    shard_images: int = 200_000
+    """A task with more images to embed than this is first embedded by shard jobs (at most this many images each), then evaluated."""
     constraint: str | None = None
     """sbatch --constraint, e.g. "a100"."""
     array_parallelism: int = 64
@@ -237,6 +247,11 @@ class Config:
     """Run-wide settings (results directory, cache, device, batch size, ...)."""
     source: Path | None = None
     """The file this came from, for messages."""
+    user_tasks: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
+    """The `[tasks.NAME]` tables as given: pool and Slurm workers register them again (a config built with
+    `from_dict` has no file for them to read)."""
+    base: Path | None = None
+    """The folder relative paths (plugins, `[tasks.NAME]` data) were resolved against."""
 
     def task_options_for(self, name: str):
         """The task's frozen options for this run (data dir + its `[NAME]` table)."""
@@ -281,6 +296,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{where.at('plugins')}: 'plugins' must be a list of module names or .py paths.")
     load_plugins(plugins, base)
+    user_tasks = copy.deepcopy(raw.get("tasks", {}))
     declared = declare_tasks(raw, where, base)
     known_tasks = tasks.task_names()
 
@@ -371,7 +387,7 @@ def from_dict(raw: Mapping[str, object], *, source: Path | None = None, text: st
             Experiment(model=m, **dict(zip(names, combo))) for m in models for combo in itertools.product(*(axes[n] for n in names))
         )
     )
-    return Config(experiments, data, task_options, settings, source)
+    return Config(experiments, data, task_options, settings, source, user_tasks if isinstance(user_tasks, dict) else {}, base)
 
 
 def _slurm_settings(table: object, where: _Where, base: Path) -> SlurmSettings:
@@ -391,7 +407,12 @@ def _slurm_settings(table: object, where: _Where, base: Path) -> SlurmSettings:
     for key in ("cpus_per_job", "mem_gb", "time_min", "array_parallelism"):
         if getattr(out, key) < 1:
             raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be at least 1.")
-    for key in ("gpus_per_job", "max_requeue"):
+    for key in ("min_time_min", "shard_images"):
+        if getattr(out, key) < 1:
+            raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be at least 1.")
+    if out.time_safety < 1:
+        raise ConfigError(f"{where.at('time_safety', 'slurm')}: '[slurm] time_safety' must be at least 1; got {out.time_safety}.")
+    for key in ("gpus_per_job", "max_requeue", "target_job_min"):
         if getattr(out, key) < 0:
             raise ConfigError(f"{where.at(key, 'slurm')}: '[slurm] {key}' must be 0 or more.")
     if out.poll_s <= 0:

@@ -80,8 +80,10 @@ def run(cfg: Config, *, dry_run: bool = False, max_usd: float | None = None, out
                 planned = plan(cfg, store)
         else:  # a dry run creates nothing
             planned = plan(cfg)
-        planned, _ = read_data(planned, cfg, summary)
+        planned, examples = read_data(planned, cfg, summary)
         print_plan(planned, out)
+        if cfg.settings.executor == "slurm":
+            _print_slurm_plan(planned, cfg, examples, out)
         summary.done = sum(p.status == "done" for p in planned)
         summary.skipped = sum(p.status in ("no data", "no code", "n/a") for p in planned)
         n_run = sum(p.status == "run" for p in planned)
@@ -205,11 +207,24 @@ def _run_elsewhere(
     if jobs and cfg.settings.executor == "pool":
         executors.run_pool_jobs(jobs, cfg, store, summary, len(todo))
     elif jobs:
-        executors.run_slurm_jobs(jobs, cfg, store, summary, len(todo), detach=detach)
+        executors.run_slurm_jobs(jobs, cfg, store, summary, len(todo), detach=detach, examples=examples)
         summary.detached = detach
     store.heartbeat(run_id)
     if mllm:
         _run_all(mllm, cfg, store, run_id, summary, max_usd, examples)
+
+
+def _print_slurm_plan(planned: list[Planned], cfg: Config, examples: dict[str, Examples], out: TextIO) -> None:
+    """The dry run's slurm jobs: what each submitted job runs, its estimate and time limit (`executors.size_jobs`)."""
+    jobs = executors.make_jobs(p for p in planned if p.status == "run" and p.experiment.model.method != "mllm")
+    if not jobs:
+        return
+    rows: list[dict] = []
+    if cfg.settings.db_path.is_file():
+        with Store(cfg.settings.db_path, readonly=True) as store:
+            rows = store.rows()
+    for line in executors.plan_lines(executors.size_jobs(jobs, cfg, rows, examples), cfg):
+        print(line, file=out)
 
 
 def _run_mllm(

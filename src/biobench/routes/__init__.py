@@ -117,11 +117,21 @@ def with_skips(result, examples: Examples):
     return dataclasses.replace(result, sub_scores={**result.sub_scores, "skipped": mine})
 
 
+def embed_settings(cfg: Config):
+    """How a job embeds a task's images (the same in an evaluation job and in a shard job, so they share cache entries)."""
+    from biobench.embed import EmbedSettings
+
+    s = cfg.settings
+    return EmbedSettings(
+        s.resolved_device(), s.batch_size, s.n_workers, s.cache_keys, decode=s.decode, channels_last=s.channels_last, compile=s.compile
+    )
+
+
 def _embedded_reports(backbone, task_name, experiments, keys, cfg: Config, examples: Examples | None, evaluate) -> Iterator[Report]:
     """What the feature routes share: read (unless given), embed the images once (cache first), then per
     experiment `evaluate(spec, options, examples, features, ctx, cache) -> (TaskReport, extra embedding info)`."""
     from biobench.cache import FeatureCache
-    from biobench.embed import EmbedSettings, get_features
+    from biobench.embed import get_features
 
     s = cfg.settings
     device = s.resolved_device()
@@ -129,12 +139,7 @@ def _embedded_reports(backbone, task_name, experiments, keys, cfg: Config, examp
     options = cfg.task_options_for(task_name)
     examples = spec.read(options) if examples is None else examples
     cache = FeatureCache(s.resolved_cache_dir())
-    emb = get_features(
-        backbone,
-        examples.images,
-        cache,
-        EmbedSettings(device, s.batch_size, s.n_workers, s.cache_keys, decode=s.decode, channels_last=s.channels_last, compile=s.compile),
-    )
+    emb = get_features(backbone, examples.images, cache, embed_settings(cfg))
     data_fp = data_fingerprint(emb.image_set_fingerprint, examples)
     seconds_embed = emb.seconds
     for exp, key in zip(experiments, keys, strict=True):
