@@ -11,6 +11,7 @@ cannot start.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -68,7 +69,7 @@ def checkpoint_step(path: Path) -> int:
         return 0
 
 
-def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path, monkeypatch, capsys):
+def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path, monkeypatch, capsys, request):
     cluster = slurm_cluster
     # sbatch passes this environment on: the job runs this interpreter (the script's default) on this biobench
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
@@ -95,6 +96,7 @@ def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(sl
     local = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     reference = subprocess.Popen([*local, "-m", "biobench.cli", "train", "run", *flags, "--out", str(ref)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    request.addfinalizer(lambda: reference.poll() is None and (reference.kill(), reference.wait()))
 
     # hold the job just after a checkpoint short of the end, then USR1 to its batch shell (what --signal=B:USR1@ sends)
     ckpt = run / "checkpoints" / "latest.pt"
@@ -110,9 +112,10 @@ def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(sl
     wait_for("the job to requeue itself", lambda: job_info(cluster, job_id).get("Restarts") == "1", cluster)
     wait_for("Slurm to end the held processes", lambda: not set(held) & set(job_processes(job_id)), cluster, timeout=30)
     # Slurm makes a requeued job wait (Reason=BeginTime, about 2 minutes); here it may start at once
-    wait_for("the requeued job to be pending", lambda: job_info(cluster, job_id)["JobState"] in ("PENDING", "RUNNING"), cluster)
-    now = cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
-    assert now.returncode == 0, now.stderr
+    state = wait_for("the requeued job to be back", lambda: job_info(cluster, job_id)["JobState"] in ("PENDING", "RUNNING", "COMPLETED") and job_info(cluster, job_id)["JobState"], cluster)  # fmt: skip
+    if state == "PENDING":
+        now = cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        assert now.returncode == 0, now.stderr
     info = wait_for(
         "the requeued job to finish", lambda: (i := job_info(cluster, job_id))["JobState"] in ("COMPLETED", "FAILED") and i, cluster
     )
@@ -126,6 +129,7 @@ def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(sl
     rows, want = ([json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()] for d in (run, ref))
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # the steps redone after the requeue logged once
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in want], abs=1e-6)
+    assert all(math.isfinite(r["loss"]) for r in rows) and rows[-1]["loss"] < rows[0]["loss"]
     final, expected = (torch.load(d / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False) for d in (run, ref))
     assert final["step"] == expected["step"] == STEPS
     for k, v in expected["model"].items():

@@ -8,7 +8,10 @@ Requeue: the job is `--requeue`able (a partition whose PreemptMode is REQUEUE pu
 the queue), and `--signal=B:USR1@GRACE` makes Slurm signal the batch shell GRACE seconds before the time
 limit; the script traps USR1 and runs `scontrol requeue $SLURM_JOB_ID`. The training command always carries
 `--resume`, so every (re)start continues from OUT/checkpoints/latest.pt (at most `checkpoint_every` steps
-are redone; resume is exact). A plain scancel (SIGTERM) is not trapped: it ends the job for good.
+are redone; resume is exact). A plain scancel (SIGTERM) is not trapped: it ends the job for good. The logs are
+opened in append mode (a requeued job would otherwise truncate what its earlier starts wrote).
+
+CPU-only nodes: `gpus_per_node=0` asks for no GPU and `procs_per_node` sets torchrun's process count (gloo).
 """
 
 from __future__ import annotations
