@@ -51,8 +51,7 @@ class SlurmLaunch:
     setup: tuple[str, ...] = ()
     """Shell lines run before training (e.g. 'source /path/venv/bin/activate', 'module load cuda')."""
     python: str = sys.executable
-    """Interpreter on the nodes (`PYTHON -m torch.distributed.run ... -m biobench.cli train run ...`); the default is
-    the one writing the script, which suits nodes sharing its file system (sbatch passes the environment on)."""
+    """Interpreter on the nodes (runs torchrun and `-m biobench.cli train run`); default: the one writing the script."""
 
     @property
     def nproc(self) -> int:
