@@ -1,11 +1,11 @@
-"""A real Slurm runs `biobench train sbatch --submit`'s script: torchrun (2 CPU processes, gloo) under srun, requeued once.
+"""A real Slurm runs the training: `biobench train sbatch --submit`'s script (torchrun, 2 CPU processes, gloo, under
+srun), requeued once; and the submitit route of `biobench train submit`.
 
 The single-node cluster of tests/slurm_cluster.py (Debian's slurm-wlm and munge). The job is held mid-run
 (its training processes stopped right after a checkpoint), gets USR1 on its batch shell, as Slurm sends it
 `--signal=B:USR1@GRACE` before the time limit, and requeues itself through the script's trap; the requeued
-job resumes from that checkpoint and finishes. Its losses and final weights are compared with an
-uninterrupted in-process run at the same global batch (1 process x 8 = 2 x 4). Skips where the daemons
-cannot start.
+job resumes from that checkpoint and finishes. Its losses and final weights equal (1e-6) those of an
+uninterrupted run of the same 2 processes under a local torchrun. Skips where the daemons cannot start.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ import torch
 
 import biobench
 from biobench import cli
+from biobench.train.fixture import make_tol_shards
+from biobench.train.loop import TrainConfig, train
+from biobench.train.slurm import SlurmLaunch, submit
 from tests.slurm_cluster import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -135,3 +138,26 @@ def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(sl
     for k, v in expected["model"].items():
         torch.testing.assert_close(final["model"][k], v, atol=1e-6, rtol=0, msg=k)
     assert (run / "export" / "tax" / "open_clip_pytorch_model.bin").is_file()
+
+
+def test_submitit_job_on_real_slurm_matches_one_process(slurm_cluster, tmp_path, monkeypatch):
+    """`biobench train submit`'s route (submitit's SlurmExecutor: 2 tasks under srun, no torchrun; CPU, gloo) at
+    per-device batch 4 = one in-process run at batch 8 (losses within 1e-4; the reduction order differs)."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    src = str(Path(biobench.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]))
+    fx = make_tol_shards(tmp_path / "fx")
+    common = dict(shards=fx["shards"], captions=fx["captions"], steps=6, warmup=3, lr=1e-3, shuffle_buffer=32, threads=1, tensorboard=False)
+    job = submit(
+        TrainConfig(out=tmp_path / "run", per_device_batch=4, **common),
+        SlurmLaunch(gpus_per_node=0, procs_per_node=2, cpus_per_node=2, time="10"),
+    )
+    assert job.job_id in slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()  # a real Slurm job
+    one = train(TrainConfig(out=tmp_path / "one", per_device_batch=8, **common))  # while the job runs
+    results = job.results()  # one per task; both ranks report the all-reduced losses
+    assert len(results) == 2
+    for summary in results:
+        assert summary["losses"] == pytest.approx(one["losses"], abs=1e-4)
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == pytest.approx(one["losses"], abs=1e-4)
+    assert (tmp_path / "run" / "export" / "tax" / "open_clip_pytorch_model.bin").is_file()
