@@ -74,3 +74,19 @@ def mllm_server():
     server.state.reset()
     yield server
     server.state.reset()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real single-node Slurm cluster (tests/slurm_cluster.py), shared by the session's tests; skips, saying why,
+    where the daemons cannot start."""
+    from tests.slurm_cluster import ClusterUnavailable, SlurmCluster
+
+    try:
+        cluster = SlurmCluster().start()
+    except ClusterUnavailable as err:
+        pytest.skip(f"no Slurm cluster here: {err}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -195,7 +195,7 @@ def test_sbatch_script(fx, tmp_path):
     sb = dict(ln.removeprefix("#SBATCH --").partition("=")[::2] for ln in text.splitlines() if ln.startswith("#SBATCH"))
     assert sb["nodes"] == "4" and sb["ntasks-per-node"] == "1" and sb["gpus-per-node"] == "8" and sb["cpus-per-task"] == "64"
     assert sb["time"] == "12:00:00" and sb["partition"] == "gpu" and "requeue" in sb and sb["signal"].startswith("B:USR1@")
-    assert sb["output"].startswith(str(tmp_path / "run" / "slurm"))
+    assert sb["output"].startswith(str(tmp_path / "run" / "slurm")) and sb["open-mode"] == "append"  # requeue keeps logs
     lines = text.splitlines()
     assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in lines
     assert "trap requeue USR1" in lines and any("scontrol requeue" in ln for ln in lines)
@@ -221,6 +221,9 @@ def test_sbatch_script(fx, tmp_path):
     assert cli.main(argv) == 0
     assert "#SBATCH --nodes=2" in out.read_text() and (tmp_path / "run2" / "slurm").is_dir()
     subprocess.run(["bash", "-n", str(out)], check=True)  # valid shell
+    cpu = sbatch_script(c, SlurmLaunch(gpus_per_node=0, procs_per_node=3, cpus_per_node=6))  # CPU nodes: no GPU asked
+    assert "--gpus-per-node" not in cpu and "--nproc_per_node 3 " in cpu and "OMP_NUM_THREADS=2" in cpu
+    assert shlex.split([ln for ln in cpu.splitlines() if ln.startswith("srun ")][0])[3] == sys.executable
 
 
 def test_submitit_slurm_parameters(tmp_path):
@@ -234,6 +237,8 @@ def test_submitit_slurm_parameters(tmp_path):
     sb = {ln.split()[1] for ln in text.splitlines() if ln.startswith("#SBATCH")}
     assert {"--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8", "--time=1590", "--qos=high"} <= sb
     assert any(s.startswith("--signal=USR2@") for s in sb)  # submitit's pre-emption / time-out signal
+    cpu = submitit_parameters(SlurmLaunch(gpus_per_node=0, procs_per_node=2, cpus_per_node=4))
+    assert "gpus_per_node" not in cpu and cpu["ntasks_per_node"] == 2 and cpu["cpus_per_task"] == 2
 
 
 @pytest.mark.slow  # two extra Python processes (submitit's LocalExecutor) importing torch and open_clip

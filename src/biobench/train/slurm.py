@@ -8,13 +8,17 @@ Requeue: the job is `--requeue`able (a partition whose PreemptMode is REQUEUE pu
 the queue), and `--signal=B:USR1@GRACE` makes Slurm signal the batch shell GRACE seconds before the time
 limit; the script traps USR1 and runs `scontrol requeue $SLURM_JOB_ID`. The training command always carries
 `--resume`, so every (re)start continues from OUT/checkpoints/latest.pt (at most `checkpoint_every` steps
-are redone; resume is exact). A plain scancel (SIGTERM) is not trapped: it ends the job for good.
+are redone; resume is exact). A plain scancel (SIGTERM) is not trapped: it ends the job for good. The logs are
+opened in append mode (a requeued job would otherwise truncate what its earlier starts wrote).
+
+CPU-only nodes: `gpus_per_node=0` asks for no GPU and `procs_per_node` sets torchrun's process count (gloo).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shlex
+import sys
 from pathlib import Path
 
 from biobench.train.loop import TrainConfig
@@ -27,7 +31,9 @@ class SlurmLaunch:
     nodes: int = 1
     """Nodes (one torchrun per node)."""
     gpus_per_node: int = 1
-    """GPUs per node = torchrun processes per node."""
+    """GPUs per node = torchrun processes per node (0: CPU only, no GPU requested; the processes use gloo)."""
+    procs_per_node: int | None = None
+    """torchrun processes per node; none = gpus_per_node (1 when that is 0)."""
     cpus_per_node: int = 8
     """CPUs of each node's task (DataLoader workers + the training processes)."""
     mem: str | None = None
@@ -44,8 +50,13 @@ class SlurmLaunch:
     """Seconds before the time limit at which the job requeues itself (USR1)."""
     setup: tuple[str, ...] = ()
     """Shell lines run before training (e.g. 'source /path/venv/bin/activate', 'module load cuda')."""
-    python: str = "python"
-    """Interpreter on the nodes (torchrun runs `PYTHON -m biobench.cli train run ...`)."""
+    python: str = sys.executable
+    """Interpreter on the nodes (runs torchrun and `-m biobench.cli train run`); default: the one writing the script."""
+
+    @property
+    def nproc(self) -> int:
+        """torchrun processes per node."""
+        return self.procs_per_node or max(1, self.gpus_per_node)
 
 
 def train_args(cfg: TrainConfig) -> list[str]:
@@ -73,9 +84,12 @@ def sbatch_script(cfg: TrainConfig, launch: SlurmLaunch) -> str:
     cfg = dataclasses.replace(cfg, resume=True)
     log_dir = Path(cfg.out) / "slurm"
     lines = ["#!/bin/bash", f"#SBATCH --job-name={launch.job_name}", f"#SBATCH --nodes={launch.nodes}", "#SBATCH --ntasks-per-node=1"]
-    lines += [f"#SBATCH --gpus-per-node={launch.gpus_per_node}", f"#SBATCH --cpus-per-task={launch.cpus_per_node}"]
+    if launch.gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-node={launch.gpus_per_node}")
+    lines.append(f"#SBATCH --cpus-per-task={launch.cpus_per_node}")
     lines += [f"#SBATCH --time={launch.time}", f"#SBATCH --output={log_dir}/%x-%j.out", f"#SBATCH --error={log_dir}/%x-%j.err"]
-    lines += ["#SBATCH --requeue", f"#SBATCH --signal=B:USR1@{launch.grace}"]
+    # append: a requeued job writes the same log files, and would otherwise truncate what the earlier starts wrote
+    lines += ["#SBATCH --open-mode=append", "#SBATCH --requeue", f"#SBATCH --signal=B:USR1@{launch.grace}"]
     for key in ("mem", "partition", "account", "qos"):
         if getattr(launch, key):
             lines.append(f"#SBATCH --{key}={getattr(launch, key)}")
@@ -84,16 +98,16 @@ def sbatch_script(cfg: TrainConfig, launch: SlurmLaunch) -> str:
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         f"MASTER_PORT={launch.port}",
         "export MASTER_ADDR MASTER_PORT",
-        f"export OMP_NUM_THREADS={max(1, launch.cpus_per_node // max(1, launch.gpus_per_node))}",
+        f"export OMP_NUM_THREADS={max(1, launch.cpus_per_node // launch.nproc)}",
         "",
         "requeue() {",
-        '    echo "biobench: time limit near; requeueing job $SLURM_JOB_ID (it resumes from the last checkpoint)"',
+        '    echo "biobench: USR1 (time limit near); requeueing job $SLURM_JOB_ID (it resumes from the last checkpoint)"',
         '    scontrol requeue "$SLURM_JOB_ID"',
         "}",
         "trap requeue USR1",
         "",
     ]
-    torchrun = [launch.python, "-m", "torch.distributed.run", "--nnodes", str(launch.nodes), "--nproc_per_node", str(launch.gpus_per_node)]
+    torchrun = [launch.python, "-m", "torch.distributed.run", "--nnodes", str(launch.nodes), "--nproc_per_node", str(launch.nproc)]
     torchrun += ["--rdzv_backend", "c10d", "--rdzv_id", "$SLURM_JOB_ID", "--rdzv_endpoint", "$MASTER_ADDR:$MASTER_PORT"]
     command = torchrun + ["-m", "biobench.cli", "train", "run", *train_args(cfg)]
     quoted = " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in command)  # Slurm variables expand
@@ -130,7 +144,7 @@ def submit(cfg: TrainConfig, launch: SlurmLaunch, *, cluster: str = "slurm", max
     folder = Path(cfg.out) / "slurm" / "%j"
     if cluster == "local":
         ex = submitit.LocalExecutor(folder=folder, max_num_timeout=max_requeue)
-        ex.update_parameters(tasks_per_node=launch.gpus_per_node, nodes=1, timeout_min=_minutes(launch.time))
+        ex.update_parameters(tasks_per_node=launch.nproc, nodes=1, timeout_min=_minutes(launch.time))
     else:
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeue)
         ex.update_parameters(**submitit_parameters(launch))
@@ -139,8 +153,10 @@ def submit(cfg: TrainConfig, launch: SlurmLaunch, *, cluster: str = "slurm", max
 
 def submitit_parameters(launch: SlurmLaunch) -> dict:
     """`submitit.SlurmExecutor` parameters: one task per GPU (submitit starts them with srun; no torchrun)."""
-    params = dict(nodes=launch.nodes, ntasks_per_node=launch.gpus_per_node, gpus_per_node=launch.gpus_per_node)
-    params |= dict(cpus_per_task=max(1, launch.cpus_per_node // launch.gpus_per_node), time=_minutes(launch.time), job_name=launch.job_name)
+    params = dict(nodes=launch.nodes, ntasks_per_node=launch.nproc)
+    if launch.gpus_per_node:
+        params["gpus_per_node"] = launch.gpus_per_node
+    params |= dict(cpus_per_task=max(1, launch.cpus_per_node // launch.nproc), time=_minutes(launch.time), job_name=launch.job_name)
     params |= {k: getattr(launch, k) for k in ("mem", "partition", "account", "qos") if getattr(launch, k)}
     params["signal_delay_s"] = launch.grace
     if launch.setup:
