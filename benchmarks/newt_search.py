@@ -15,7 +15,11 @@ Prints per device: seconds (all tasks), seconds per task, the ratio to the seed 
 the reference subset how many tasks chose the same parameters and predicted the same test
 labels, and the pooled accuracy of both. The last line is one JSON object.
 
-    python benchmarks/newt_search.py [--tasks 164] [--ref-tasks 6] [--devices cpu,cuda] [--threads 0]
+    python benchmarks/newt_search.py [--tasks 164] [--ref-tasks 6] [--devices cpu,cuda] [--threads 1]
+
+Threads: one by default. On a machine shared with other work, multi-threaded BLAS and
+torch on these small arrays slow down many-fold (threads wait on each other); libsvm, and
+so the seed way, is single-threaded.
 """
 
 from __future__ import annotations
@@ -71,10 +75,15 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=110)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--devices", default="cpu", help="comma-separated; cuda is skipped when there is no GPU")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and BLAS threads (0: their defaults); the seed way is single-threaded"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(args.threads)
         torch.set_num_threads(args.threads)
     tasks = [newt_like(1000 + t, args.n_train, args.n_test, args.dim) for t in range(args.tasks)]
     n_ref = min(args.ref_tasks, args.tasks)

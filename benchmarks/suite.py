@@ -17,7 +17,7 @@ probes' seed ways are measured in `benchmarks/probes.py` (ridge, bootstrap, exem
 The last line is one JSON object: {"scale", "tasks": {name: {"n", "classes", "probe_s",
 "bootstrap_s", "seed_s"?}}, "probe_total_s", "bootstrap_total_s", "total_s"}.
 
-    python benchmarks/suite.py [--scale 1.0] [--tasks newt,ages,...] [--device cpu] [--seed-subtasks 3]
+    python benchmarks/suite.py [--scale 1.0] [--tasks newt,ages,...] [--device cpu] [--seed-subtasks 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -68,22 +68,21 @@ def tiled(spec, examples, target_n: int, target_k: int, counts: str):
     by_subtask = counts == "sub-tasks" and "subtask" in t.columns
     n_cls = int(t["label"].max()) + 1 if int_labels else 0
     by_class = not by_subtask and int_labels and target_k > n_cls
+    cls_reps = max(1, min(reps, -(-target_k // max(n_cls, 1))))  # copies that are new classes; the rest repeat them
     parts = []
     for r in range(reps):
         part = t.with_columns(pl.col("id").cast(pl.String) + f"~{r}", pl.col("image") + r * n_img)
-        if "group" in t.columns:
-            part = part.with_columns(pl.col("group").cast(pl.String) + f"~{r}")
         if by_subtask:
             part = part.with_columns(pl.col("subtask") + f"~{r}")
         elif by_class:
-            part = part.with_columns(pl.col("label") + r * n_cls)
+            part = part.with_columns(pl.col("label") + (r % cls_reps) * n_cls)
         parts.append(part)
     table = pl.concat(parts)
     classnames = dict(examples.classnames)
     if by_subtask:
         classnames = {f"{s}~{r}": v for s, v in examples.classnames.items() for r in range(reps)}
     elif by_class:
-        classnames = {s: [f"{name}~{r}" for r in range(reps) for name in v] for s, v in examples.classnames.items()}
+        classnames = {s: [f"{name}~{r}" for r in range(cls_reps) for name in v] for s, v in examples.classnames.items()}
     img = examples.images
     images = dataclasses.replace(
         img, ids=[f"{i}~{r}" for r in range(reps) for i in img.ids], paths=list(img.paths) * reps,
@@ -118,8 +117,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed-subtasks", type=int, default=3, help="NeWT sub-tasks the seed way runs on (0: skip)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (0: their defaults)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.threads:
+        import threadpoolctl
+        import torch
+
+        threadpoolctl.threadpool_limits(args.threads)
+        torch.set_num_threads(args.threads)
     names = [n for n in args.tasks.split(",") if n] or registry.task_names()
     results, rows = {}, []
     for name in names:
@@ -127,8 +133,8 @@ def main() -> None:
             spec = registry.get_task(name)
             n, k, counts = SIZES.get(name, (0, 0, "classes"))
             with tempfile.TemporaryDirectory() as tmp:
-                spec.make_fixture(Path(tmp), seed=0)
-                options = spec.options(data=Path(tmp))
+                spec.fixture(Path(tmp) / name, seed=0)
+                options = spec.options(data=Path(tmp) / name)
                 base = spec.read(options)
                 examples, reps = tiled(spec, base, max(1, int(n * args.scale)), max(1, int(k * args.scale)), counts)
                 x = features(examples)

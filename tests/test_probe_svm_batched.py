@@ -10,6 +10,7 @@ import sklearn.model_selection
 import sklearn.pipeline
 import sklearn.preprocessing
 import sklearn.svm
+import threadpoolctl
 import torch
 
 from biobench.probes import Svm, search, smo, svm
@@ -33,7 +34,7 @@ def reference(x, y, seed):
         sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), sklearn.svm.SVC()),
         svm.search_space(), n_iter=svm.N_DRAWS, cv=svm.N_FOLDS, random_state=seed,
     )  # fmt: skip
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpoolctl.threadpool_limits(1):  # many BLAS threads crawl on a busy machine
         warnings.simplefilter("ignore")
         return search_cv.fit(x, y)
 

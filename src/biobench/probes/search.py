@@ -26,6 +26,7 @@ whenever no certain prediction differs from libsvm's (the equivalence tests coun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 
@@ -72,6 +73,28 @@ def _kernels(gram, sq_a, sq_b, spans: dict[str, tuple[int, int]], gamma: torch.T
         else:
             torch.tanh(torch.mul(g, gram, out=o), out=o)
     return out
+
+
+@contextlib.contextmanager
+def single_threaded(device: str):
+    """One torch and BLAS thread while the search runs on the CPU (restored after).
+
+    Its arrays are small (a few hundred thousand elements per step): extra threads gain
+    little and, on a machine shared with other work, make every step wait on the slowest
+    thread (measured: several times slower with 2 threads on 2 busy cores).
+    """
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    import threadpoolctl
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def choose(tasks: list[tuple[np.ndarray, np.ndarray]], params: list[dict], *, device: str = "cpu", stats: dict | None = None) -> list[int]:

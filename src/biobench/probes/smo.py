@@ -102,38 +102,28 @@ def solve(
         c_ = a_c.gather(1, i1)[:, 0]
         q = quad_all[active * n + i, j]
         same = y_i == y_j
-        # y_i != y_j: both move by delta, keeping alpha_i - alpha_j.
+        # libsvm's clipping, as clamps onto the feasible segment (its branches give the same values).
+        # y_i != y_j: both move by delta, keeping alpha_i - alpha_j = dif.
         delta = (-g_i - g_j) / q
         dif = old_i - old_j
-        ai, aj = old_i + delta, old_j + delta
-        m = (dif > 0) & (aj < 0)
-        ai, aj = torch.where(m, dif, ai), torch.where(m, 0.0, aj)
-        m = (dif <= 0) & (ai < 0)
-        ai, aj = torch.where(m, 0.0, ai), torch.where(m, -dif, aj)
-        m = (dif > 0) & (ai > c_)  # C_i - C_j = 0
-        ai, aj = torch.where(m, c_, ai), torch.where(m, c_ - dif, aj)
-        m = (dif <= 0) & (aj > c_)
-        ai, aj = torch.where(m, c_ + dif, ai), torch.where(m, c_, aj)
-        # y_i == y_j: they trade, keeping alpha_i + alpha_j.
+        pos_dif, neg_dif = dif.clamp(min=0), dif.clamp(max=0)
+        ai = torch.clamp(old_i + delta, pos_dif, c_ + neg_dif)
+        aj = torch.clamp(old_j + delta, -neg_dif, c_ - pos_dif)
+        # y_i == y_j: they trade, keeping alpha_i + alpha_j = tot.
         delta_s = (g_i - g_j) / q
         tot = old_i + old_j
-        bi, bj = old_i - delta_s, old_j + delta_s
-        m = (tot > c_) & (bi > c_)
-        bi, bj = torch.where(m, c_, bi), torch.where(m, tot - c_, bj)
-        m = (tot <= c_) & (bj < 0)
-        bi, bj = torch.where(m, tot, bi), torch.where(m, 0.0, bj)
-        m = (tot > c_) & (bj > c_)
-        bi, bj = torch.where(m, tot - c_, bi), torch.where(m, c_, bj)
-        m = (tot <= c_) & (bi < 0)
-        bi, bj = torch.where(m, 0.0, bi), torch.where(m, tot, bj)
-        ai = torch.where(stop, old_i, torch.where(same, bi, ai))
-        aj = torch.where(stop, old_j, torch.where(same, bj, aj))
+        lo, hi = (tot - c_).clamp(min=0), torch.minimum(tot, c_)
+        ai = torch.where(same, torch.clamp(old_i - delta_s, lo, hi), ai)
+        aj = torch.where(same, torch.clamp(old_j + delta_s, lo, hi), aj)
+        ai, aj = torch.where(stop, old_i, ai), torch.where(stop, old_j, aj)
         a_alpha.scatter_(1, i1, ai[:, None]).scatter_(1, j1, aj[:, None])
         a_peak = torch.maximum(a_peak, torch.maximum(ai, aj))
         for idx, a_new, y_new in ((i1, ai, y_i), (j1, aj, y_j)):
-            below, above = a_new < c_, a_new > 0
-            pen_up.scatter_(1, idx, torch.where(torch.where(y_new > 0, below, above), zero, low_pen)[:, None])
-            pen_low.scatter_(1, idx, torch.where(torch.where(y_new > 0, above, below), zero, low_pen)[:, None])
+            below, above, up_side = a_new < c_, a_new > 0, y_new > 0
+            in_up = (up_side & below) | (~up_side & above)
+            in_low = (up_side & above) | (~up_side & below)
+            pen_up.scatter_(1, idx, ((in_up.to(torch.float64) - 1.0) * BIG)[:, None])
+            pen_low.scatter_(1, idx, ((in_low.to(torch.float64) - 1.0) * BIG)[:, None])
         # G_k += y_k (y_i K_ik d_i + y_j K_jk d_j), so y_k G_k moves by the bracket.
         a_yg.addcmul_(k_i, ((ai - old_i) * y_i)[:, None]).addcmul_(k_j, ((aj - old_j) * y_j)[:, None])
         it += 1

@@ -163,9 +163,10 @@ def fit_predict_many(
                 means = cv_scores(np.asarray(x_train, dtype=np.float64), y_train, params)
             out[p] = _refit(x_train, y_train, x_test, params[best_index(means)])
     if binary:
-        chosen = search.choose([(problems[p][0], problems[p][1]) for p in binary], params, device=device, stats=stats)
-        for p, best in zip(binary, chosen):
-            out[p] = _refit(problems[p][0], problems[p][1], problems[p][2], params[best])
+        with search.single_threaded(device):
+            chosen = search.choose([(problems[p][0], problems[p][1]) for p in binary], params, device=device, stats=stats)
+            for p, best in zip(binary, chosen):
+                out[p] = _refit(problems[p][0], problems[p][1], problems[p][2], params[best])
     return out
 
 
