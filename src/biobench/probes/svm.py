@@ -113,6 +113,7 @@ def fit_predict(
     seed: int,
     min_train: int = MIN_SEARCH_TRAIN,
     min_per_class: int = 0,
+    device: str = "cpu",
 ) -> tuple[Int[np.ndarray, " m"], dict]:
     """Fit the NeWT SVM protocol and predict `x_test`. Returns (predictions, chosen hyper-parameters).
 
@@ -120,26 +121,81 @@ def fit_predict(
     the search when there are fewer than `min_train` training examples or some class has
     fewer than `min_per_class` (the search's stratified folds need one of each per fold).
     """
-    import sklearn.pipeline
+    ((pred, params),) = fit_predict_many(
+        [(x_train, y_train, x_test)], seed=seed, min_train=min_train, min_per_class=min_per_class, device=device
+    )
+    return pred, params
+
+
+def fit_predict_many(
+    problems: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    seed: int,
+    min_train: int = MIN_SEARCH_TRAIN,
+    min_per_class: int = 0,
+    device: str = "cpu",
+    stats: dict | None = None,
+) -> list[tuple[np.ndarray, dict]]:
+    """`fit_predict` for many (x_train, y_train, x_test) at once: the binary searches share batches.
+
+    Binary searches run on `biobench.probes.search` (every draw and fold of every problem
+    solved together, on `device`); multi-class ones on libsvm draw by draw (`cv_scores`).
+    `stats`, when given, is updated with the batched search's counts (see `search.choose`).
+    """
+    from biobench.probes import search
+
+    out: list = [None] * len(problems)
+    params = draws(seed)
+    binary = []
+    for p, (x_train, y_train, x_test) in enumerate(problems):
+        classes, counts = np.unique(y_train, return_counts=True)
+        if len(classes) == 1:
+            out[p] = (np.full(len(x_test), classes[0]), {"constant": int(classes[0])})
+        elif len(y_train) < min_train or counts.min() < min_per_class:
+            out[p] = _fallback(x_train, y_train, x_test)
+        elif len(classes) == 2:
+            binary.append(p)
+        else:
+            with warnings.catch_warnings():
+                # Some draws (e.g. sigmoid kernels on few examples) fail to converge or leave a
+                # fold with one class; the search scores them as failures, which is the protocol.
+                warnings.simplefilter("ignore")
+                means = cv_scores(np.asarray(x_train, dtype=np.float64), y_train, params)
+            out[p] = _refit(x_train, y_train, x_test, params[best_index(means)])
+    if binary:
+        with search.single_threaded(device):
+            chosen = search.choose([(problems[p][0], problems[p][1]) for p in binary], params, device=device, stats=stats)
+            for p, best in zip(binary, chosen):
+                out[p] = _refit(problems[p][0], problems[p][1], problems[p][2], params[best])
+    return out
+
+
+def _fallback(x_train, y_train, x_test) -> tuple[np.ndarray, dict]:
+    import sklearn.svm
+
+    clf = sklearn.svm.SVC(kernel="linear")
+    clf.fit(np.asarray(x_train, dtype=np.float64), y_train)
+    return clf.predict(np.asarray(x_test, dtype=np.float64)), {"svc__kernel": "linear", "svc__C": 1.0}
+
+
+def _refit(x_train, y_train, x_test, best: dict) -> tuple[np.ndarray, dict]:
+    """The search's refit: standardise on all training rows, libsvm with the chosen draw.
+
+    libsvm on the draw's kernel, precomputed from one Gram matrix (as the search's folds
+    are), rather than `make_pipeline(StandardScaler(), SVC(**best))`: the same solver and
+    the same predictions (tested), without libsvm's per-pair kernel evaluations in d dims.
+    """
     import sklearn.preprocessing
     import sklearn.svm
 
     x_train = np.asarray(x_train, dtype=np.float64)
-    x_test = np.asarray(x_test, dtype=np.float64)
-    classes = np.unique(y_train)
-    if len(classes) == 1:
-        return np.full(len(x_test), classes[0]), {"constant": int(classes[0])}
-    if len(y_train) < min_train or np.unique(y_train, return_counts=True)[1].min() < min_per_class:
-        clf = sklearn.svm.SVC(kernel="linear")
-        clf.fit(x_train, y_train)
-        return clf.predict(x_test), {"svc__kernel": "linear", "svc__C": 1.0}
-    params = draws(seed)
+    scaler = sklearn.preprocessing.StandardScaler().fit(x_train)
+    xt = (x_train - scaler.mean_) / scaler.scale_
+    xv = (np.asarray(x_test, dtype=np.float64) - scaler.mean_) / scaler.scale_
+    kernel, c, gamma = _draw_key(best)
+    sq_t, sq_v = np.einsum("ij,ij->i", xt, xt), np.einsum("ij,ij->i", xv, xv)
     with warnings.catch_warnings():
-        # Some draws (e.g. sigmoid kernels on few examples) fail to converge or leave a
-        # fold with one class; the search scores them as failures, which is the protocol.
         warnings.simplefilter("ignore")
-        best = params[best_index(cv_scores(x_train, y_train, params))]
-        pipe = sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), sklearn.svm.SVC())
-        pipe.set_params(**best).fit(x_train, y_train)
+        clf = sklearn.svm.SVC(kernel="precomputed", C=c).fit(kernel_from_gram(xt @ xt.T, sq_t, sq_t, kernel, gamma or 0.0), y_train)
     chosen = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in best.items()}
-    return pipe.predict(x_test), chosen
+    return clf.predict(kernel_from_gram(xv @ xt.T, sq_v, sq_t, kernel, gamma or 0.0)), chosen
