@@ -11,8 +11,7 @@ values) and the hyper-parameters the probe chose. Re-identification probes
 match an example with itself.
 
 - `Svm`: NeWT's / Ages' randomised SVC search (identical choices to scikit-learn's
-  RandomizedSearchCV; every sub-task's draws and folds solved in shared batches, on the GPU
-  when there is one), with the small-data fallback to a linear SVC.
+  RandomizedSearchCV), with the small-data fallback to a linear SVC.
 - `Ridge`: one-vs-rest ridge, alpha by CV from one eigendecomposition per fold (ImageNet,
   iNat21, iWildCam, Pl@ntNet, plankton).
 - `SimpleShot`: centre, L2-normalise, nearest centroid (Birds525, KABR, Rare Species).
@@ -68,8 +67,6 @@ class Probe:
     any_float: ClassVar[bool] = False
     """Takes features in their own float dtype (float32 too) and converts them itself, in row chunks, so the
     probe route passes them without a float64 copy (for the others it makes one)."""
-    batched: ClassVar[bool] = False
-    """Fits many sub-tasks in one call (`fit_many`) faster than one by one; the probe route then calls that."""
 
     def __call__(
         self,
@@ -81,10 +78,6 @@ class Probe:
         device: str = "cpu",
     ) -> Predictions:
         raise NotImplementedError
-
-    def fit_many(self, problems: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, seed: int, device: str = "cpu") -> list[Predictions]:
-        """`self(x_train, y_train, x_test)` for each problem; batched probes override it with one joint fit."""
-        return [self(x_train, y_train, x_test, seed=seed, device=device) for x_train, y_train, x_test in problems]
 
 
 def _constant(y_train: np.ndarray, m: int) -> Predictions | None:
@@ -106,18 +99,13 @@ class Svm(Probe):
     min_per_class: int = 0
     """Also fall back when some class has fewer examples than this (the search's 5 folds need 5)."""
 
-    batched: ClassVar[bool] = True
+    parallel: ClassVar[bool] = True
 
     def __call__(self, x_train, y_train, x_test, *, seed, device="cpu") -> Predictions:
-        (out,) = self.fit_many([(x_train, y_train, x_test)], seed=seed, device=device)
-        return out
-
-    def fit_many(self, problems, *, seed, device="cpu") -> list[Predictions]:
-        """Every sub-task's search in shared batches (`biobench.probes.search`), on `device`."""
         from biobench.probes import svm
 
-        outs = svm.fit_predict_many(problems, seed=seed, min_train=self.min_train, min_per_class=self.min_per_class, device=device)
-        return [Predictions(pred, None, params) for pred, params in outs]
+        pred, params = svm.fit_predict(x_train, y_train, x_test, seed=seed, min_train=self.min_train, min_per_class=self.min_per_class)
+        return Predictions(pred, None, params)
 
 
 @dataclasses.dataclass(frozen=True)

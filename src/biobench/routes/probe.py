@@ -121,10 +121,7 @@ def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.nda
     _warn_single_class(spec.name, [labels[sample] for _, _, sample, _ in meta], ctx.n_train)
 
     start = time.perf_counter()
-    if probe.batched and not probe.leave_one_out:
-        pairs = [preprocess.apply(steps, x_train, x_test) for _, steps, x_train, _, x_test, _, _ in jobs]
-        outputs = probe.fit_many([(a, job[3], b) for (a, b), job in zip(pairs, jobs)], seed=ctx.seed, device=ctx.device)
-    elif probe.parallel and ctx.n_jobs > 1 and len(jobs) > 1:
+    if probe.parallel and ctx.n_jobs > 1 and len(jobs) > 1:
         import joblib
 
         outputs = joblib.Parallel(n_jobs=min(ctx.n_jobs, len(jobs)))(joblib.delayed(_fit)(*job) for job in jobs)
