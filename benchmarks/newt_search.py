@@ -85,11 +85,24 @@ def main() -> None:
     n_ref = min(args.ref_tasks, args.tasks)
     print(f"{args.tasks} tasks x ({args.n_train} train, {args.n_test} test) x d={args.dim}; {os.cpu_count()} cores, {args.jobs} jobs")
 
-    start = time.perf_counter()
+    load = os.getloadavg()[0]
+    start, cpu = time.perf_counter(), time.process_time()
     ref = [seed_way(x, y, xt, args.seed) for x, y, xt, _ in tasks[:n_ref]]
     ref_per_task = (time.perf_counter() - start) / max(n_ref, 1)
+    ref_cpu = (time.process_time() - cpu) / max(n_ref, 1)
     ref_total = ref_per_task * args.tasks
-    print(f"seed way: {ref_per_task:.2f} s per task on {n_ref} tasks; all {args.tasks} tasks {ref_total:.0f} s (EXTRAPOLATED)")
+    print(
+        f"seed way: {ref_per_task:.2f} s per task on {n_ref} tasks (CPU {ref_cpu:.2f} s); "
+        f"all {args.tasks} tasks {ref_total:.0f} s (EXTRAPOLATED)"
+    )
+    start, cpu = time.perf_counter(), time.process_time()
+    for x, y, xt, _ in tasks[:n_ref]:
+        svm.fit_predict(x, y, xt, seed=args.seed)
+    one_per_task, one_cpu = (time.perf_counter() - start) / max(n_ref, 1), (time.process_time() - cpu) / max(n_ref, 1)
+    print(
+        f"ours, one process: {one_per_task:.3f} s per task on the same {n_ref} (CPU {one_cpu:.3f} s): "
+        f"{ref_per_task / one_per_task:.1f}x wall, {ref_cpu / one_cpu:.1f}x CPU time"
+    )
 
     seconds = []
     for _ in range(args.repeat):
@@ -111,11 +124,12 @@ def main() -> None:
         f"ours: {total:.1f} s for {args.tasks} tasks ({total / args.tasks:.3f} s per task; runs {', '.join(f'{s:.1f}' for s in seconds)}); "
         f"{ratio:.1f}x the seed way (extrapolated); same choice and predictions on {same}/{n_ref} reference tasks; "
         f"{differ}/{n_ref * len(params)} draw means differ from the seed's; best mean tied between draws on {ties}/{n_ref} tasks; "
-        f"accuracy {100 * acc_ours:.2f} vs {100 * acc_ref:.2f}"
+        f"accuracy {100 * acc_ours:.2f} vs {100 * acc_ref:.2f}; load average {load:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     result = {
         "tasks": args.tasks, "ref_tasks": n_ref, "jobs": args.jobs, "seed_s_per_task": ref_per_task,
-        "seed_total_s_extrapolated": ref_total, "ours_s": total, "ours_runs_s": seconds, "ratio": ratio, "same": same,
+        "seed_total_s_extrapolated": ref_total, "seed_cpu_s_per_task": ref_cpu, "one_process_s_per_task": one_per_task,
+        "one_process_cpu_s_per_task": one_cpu, "cpu_ratio": ref_cpu / one_cpu, "ours_s": total, "ours_runs_s": seconds, "ratio": ratio, "same": same,
         "draw_means_differ": differ, "tied_best": ties,
     }  # fmt: skip
     print(json.dumps(result))
