@@ -3,7 +3,8 @@
 For each registered task, its fixture (`make_fixture` + `read`: the task's real example
 structure: sub-tasks, pooled clips, re-identification, multi-label traits) is tiled up to
 the task's published size (`SIZES`, times `--scale`): copies of the fixture's examples with
-new ids, as new sub-tasks where the task's size is counted in sub-tasks (NeWT), as new
+new ids, as new sub-tasks where the task's size is counted in sub-tasks (NeWT: also copies
+within each sub-task, so a sub-task has about its published size, ~100 / 100 images), as new
 classes where the published class count is larger than the fixture's, else as more
 examples of the same classes. Features (d = 768, float32) are class centroids plus noise.
 Then `biobench.routes.probe.evaluate` runs exactly as an experiment would, and the table
@@ -75,18 +76,23 @@ def tiled(spec, examples, target_n: int, target_k: int, counts: str):
     n_cls = int(t["label"].max()) + 1 if int_labels else 0
     by_class = not by_subtask and int_labels and target_k > n_cls
     cls_reps = max(1, min(reps, -(-target_k // max(n_cls, 1))))  # copies that are new classes; the rest repeat them
+    row_reps = 1  # copies that stay in their sub-task: a sub-task's size is the published one (NeWT: ~220 images)
+    if by_subtask:
+        n_sub = t["subtask"].n_unique()
+        row_reps = max(1, int(target_n / max(target_k, 1) / (t.height / n_sub)))
+        reps = row_reps * -(-target_k // n_sub)
     parts = []
     for r in range(reps):
         part = t.with_columns(pl.col("id").cast(pl.String) + f"~{r}", pl.col("image") + r * n_img)
         if by_subtask:
-            part = part.with_columns(pl.col("subtask") + f"~{r}")
+            part = part.with_columns(pl.col("subtask") + f"~{r // row_reps}")
         elif by_class:
             part = part.with_columns(pl.col("label") + (r % cls_reps) * n_cls)
         parts.append(part)
     table = pl.concat(parts)
     classnames = dict(examples.classnames)
     if by_subtask:
-        classnames = {f"{s}~{r}": v for s, v in examples.classnames.items() for r in range(reps)}
+        classnames = {f"{s}~{r}": v for s, v in examples.classnames.items() for r in range(reps // row_reps)}
     elif by_class:
         classnames = {s: [f"{name}~{r}" for r in range(cls_reps) for name in v] for s, v in examples.classnames.items()}
     img = examples.images
