@@ -125,13 +125,16 @@ class _Fold:
         return self.kernels[(kernel, gamma)]
 
 
-def _encode(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SVC's label encoding: (classes in `np.unique` order, float64 codes)."""
+def _encode(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SVC's label encoding: (classes in `np.unique` order, float64 codes, class weights: all 1)."""
     classes, codes = np.unique(y, return_inverse=True)
-    return classes, codes.astype(np.float64)
+    return classes, codes.astype(np.float64), np.ones(len(classes))
 
 
-def _libsvm_fit_predict(k_train: np.ndarray, labels: tuple[np.ndarray, np.ndarray], k_pred: np.ndarray, c: float) -> np.ndarray | None:
+_NO_WEIGHTS = np.empty(0)
+
+
+def _libsvm_fit_predict(k_train: np.ndarray, labels: tuple, k_pred: np.ndarray, c: float) -> np.ndarray | None:
     """`SVC(kernel="precomputed", C=c).fit(k_train, y).predict(k_pred)` by libsvm directly; None where SVC's fit raises.
 
     `labels` is `_encode(y)`. The same calls `SVC._dense_fit` / `_dense_predict` make, with
@@ -139,12 +142,12 @@ def _libsvm_fit_predict(k_train: np.ndarray, labels: tuple[np.ndarray, np.ndarra
     """
     from sklearn.svm import _libsvm
 
-    classes, codes = labels
+    classes, codes, class_weight = labels
     _libsvm.set_verbosity_wrap(0)  # as SVC(verbose=False) sets it
     if len(classes) < 2:
         return None  # SVC: "The number of classes has to be greater than one"
     support, sv, n_support, dual, intercept, prob_a, prob_b, _, _ = _libsvm.fit(
-        k_train, codes, svm_type=0, sample_weight=np.empty(0), class_weight=np.ones(len(classes)),
+        k_train, codes, svm_type=0, sample_weight=_NO_WEIGHTS, class_weight=class_weight,
         kernel="precomputed", C=c, nu=0.5, probability=False, degree=3, shrinking=True, tol=1e-3, cache_size=200,
         coef0=0.0, gamma=0.0, epsilon=0.1, max_iter=-1, random_seed=0,
     )  # fmt: skip
@@ -173,12 +176,12 @@ def fold_scores(
     for f, (train, val) in enumerate(splits):
         if len(np.unique(y[train])) < 2:
             continue  # every fit fails: NaN, as error_score=nan gives
-        fold, labels = _Fold(x[train], x[val], unique), _encode(y[train])
+        fold, labels, y_val = _Fold(x[train], x[val], unique), _encode(y[train]), y[val]
         for u, key in enumerate(unique):
             k_train, k_val = fold.kernel(key)
             pred = _libsvm_fit_predict(k_train, labels, k_val, key[1])
             if pred is not None:
-                scores[u, f] = np.mean(pred == y[val])
+                scores[u, f] = np.count_nonzero(pred == y_val) / len(y_val)  # accuracy_score's value
     where = {k: i for i, k in enumerate(unique)}
     return scores[[where[k] for k in keys]]
 
