@@ -21,11 +21,11 @@ def task(seed, n=60, d=12, n_classes=2, signal=1.0):
     return x, y
 
 
-def reference(x, y, seed):
+def reference(x, y, seed, n_draws=svm.N_DRAWS):
     search = sklearn.model_selection.RandomizedSearchCV(
         sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), sklearn.svm.SVC()),
         svm.search_space(),
-        n_iter=svm.N_DRAWS,
+        n_iter=n_draws,
         cv=svm.N_FOLDS,
         random_state=seed,
     )
@@ -71,5 +71,63 @@ def test_small_and_single_class_training_sets():
 
 def test_best_index_ranks_failures_last_and_ties_first():
     assert svm.best_index(np.array([np.nan, 0.5, 0.7, 0.7])) == 2
-    with pytest.raises(ValueError, match="failed"):
-        svm.best_index(np.array([np.nan, np.nan]))
+    assert svm.best_index(np.array([np.nan, np.nan])) == 0  # BaseSearchCV: all ranked 1, the first wins
+
+
+def newt_like(seed, n_train=110, n_test=110, d=32, positives=0.5):
+    """A NeWT-shaped binary task: one informative direction of random strength, an offset, L2 / centre / L2."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    y = (rng.permutation(n) < round(positives * n)).astype(np.int64)
+    w = rng.normal(size=d)
+    x = rng.normal(size=(n, d)) + rng.uniform(0.3, 2.5) * np.outer(2 * y - 1, w / np.linalg.norm(w)) + rng.normal(size=d)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x -= x[:n_train].mean(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def test_twenty_newt_shaped_tasks_choose_as_randomized_search_cv():
+    """Must show: the same parameters on >= 99% of 20 NeWT-shaped tasks (110 / 110 images), the same test predictions
+    there, pooled accuracy within 0.2 points. Both sides run the same protocol with 10 draws (not 100) and d = 32, to
+    keep the reference fast; every draw's mean CV accuracy is compared too."""
+    n_draws = 10
+    tasks = [newt_like(s, positives=0.5 if s % 4 else 0.4) for s in range(20)]
+    ours = svm.fit_predict_many([(a, b, c) for a, b, c, _ in tasks], seed=7, n_draws=n_draws)
+    same, hits_ref, hits_ours, ties = 0, 0, 0, 0
+    for (x, y, x_test, y_test), (pred, params) in zip(tasks, ours):
+        ref = reference(x, y, 7, n_draws=n_draws)
+        ref_pred = ref.predict(x_test)
+        means = svm.cv_scores(x, y, svm.draws(7, n_draws))
+        assert np.allclose(means, ref.cv_results_["mean_test_score"], rtol=0, atol=1e-12, equal_nan=True)
+        ties += np.sum(means == np.nanmax(means)) > 1
+        same += params == {k: (v.item() if isinstance(v, np.generic) else v) for k, v in ref.best_params_.items()}
+        same -= not np.array_equal(pred, ref_pred)
+        hits_ref, hits_ours = hits_ref + np.sum(ref_pred == y_test), hits_ours + np.sum(pred == y_test)
+    assert same / len(tasks) >= 0.99
+    assert abs(hits_ours - hits_ref) / (len(tasks) * 110) * 100 <= 0.2
+    assert ties > 0  # the tie-breaking (first draw) is exercised, not only clear winners
+
+
+@pytest.mark.parametrize("seed, n, n_positive", [(1, 12, 2), (4, 11, 1)])
+def test_unbalanced_samples_and_failed_folds(seed, n, n_positive):
+    """A class with fewer members than folds (StratifiedKFold warns); with a single member, the fold that holds it
+    out trains on one class and fails: NaN, ranked last, as `error_score=nan` gives."""
+    x, _, x_test, _ = newt_like(seed, n_train=n, n_test=30, d=32)
+    y = np.random.default_rng(seed).permutation(np.arange(n) < n_positive).astype(np.int64)
+    params = svm.draws(seed, 20)  # 20 draws on both sides: the same protocol, a faster reference
+    assert np.isnan(svm.fold_scores(x, y, params)).all(axis=0).any() == (n_positive == 1)
+    ref = reference(x, y, seed, n_draws=20)
+    assert np.allclose(svm.cv_scores(x, y, params), ref.cv_results_["mean_test_score"], atol=1e-12, equal_nan=True)
+    pred, chosen = svm.fit_predict(x, y, x_test, seed=seed, n_draws=20)
+    assert chosen == {k: (v.item() if isinstance(v, np.generic) else v) for k, v in ref.best_params_.items()}
+    assert np.array_equal(pred, ref.predict(x_test))
+
+
+def test_many_over_worker_processes_match_one_by_one():
+    """`fit_predict_many` over 2 processes gives what `fit_predict` gives per problem, in order; labels need not be 0 / 1."""
+    problems = [(x, np.where(y == 1, 7, 3), xt) for x, y, xt, _ in (newt_like(s, n_train=30, n_test=10, d=8) for s in range(5))]
+    many = svm.fit_predict_many(problems, seed=1, n_jobs=2, n_draws=10)
+    for (a, b, c), (pred, params) in zip(problems, many):
+        one_pred, one_params = svm.fit_predict(a, b, c, seed=1, n_draws=10)
+        assert np.array_equal(pred, one_pred) and params == one_params and set(pred) <= {3, 7}

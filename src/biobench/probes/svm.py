@@ -9,19 +9,33 @@ training sample the probe predicts that class.
 
 The search makes the same choices as scikit-learn's `RandomizedSearchCV(make_pipeline(
 StandardScaler(), SVC()), search_space(), n_iter=100, cv=5, random_state=seed)` (tested),
-but runs faster:
+with the same solver (libsvm, as scikit-learn ships it) but without scikit-learn's
+per-fit overhead, which is most of the seed's time on these 88-example problems:
 
 - the 100 draws come from scikit-learn's own `ParameterSampler` with the same seed, so they
   are identical; identical draws (a linear kernel ignores gamma) are fitted once;
+- the folds are `StratifiedKFold(5)`'s, each standardised on its own training rows
+  (`StandardScaler`, as the pipeline does);
 - every kernel in the space is an elementwise function of the Gram matrix of the
-  standardised features, so each fold computes that matrix once and every draw fits
-  libsvm on a precomputed kernel (no per-draw pipeline cloning, scaling or kernel work);
-- fold scores, their means and the rank (NaN for a failed fit, ties to the first draw)
-  follow `BaseSearchCV`; the refit is scikit-learn's own pipeline with the chosen params.
+  standardised features, so each fold computes that matrix once, each kernel family's
+  matrices for all its draws in one vectorised step, and the linear kernel once for every C;
+- each draw is one call of libsvm itself (`sklearn.svm._libsvm.fit` / `predict`, kernel
+  "precomputed", SVC's defaults: tol 1e-3, shrinking, cache 200 MB, labels encoded as
+  `SVC` encodes them), skipping `SVC`'s validation, cloning and pipeline steps;
+- fold accuracies, their mean (`np.average` over folds, as `BaseSearchCV`), NaN for a
+  failed fit (one class in a fold, non-finite duals: `error_score=nan`), and the choice
+  (highest mean, NaN last, ties to the first draw) follow `BaseSearchCV`; the refit
+  is libsvm on the chosen draw's kernel of all training rows.
+
+The only difference from the seed is float rounding: libsvm there evaluates each kernel
+entry from the d-dimensional rows itself, here from a BLAS Gram matrix, so entries agree to
+~1e-16 relative, and a fold's prediction could flip only where a decision value is that
+close to zero (`benchmarks/newt_search.py` counts the draws whose mean accuracy differs).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -43,23 +57,42 @@ def search_space() -> dict:
 
 def draws(seed: int, n_draws: int = N_DRAWS) -> list[dict]:
     """The parameter draws `RandomizedSearchCV(..., random_state=seed)` evaluates, in its order."""
+    return [dict(p) for p in _draws(seed, n_draws)]
+
+
+@functools.lru_cache(maxsize=16)
+def _draws(seed: int, n_draws: int) -> tuple[dict, ...]:
     import sklearn.model_selection
 
-    return list(sklearn.model_selection.ParameterSampler(search_space(), n_iter=n_draws, random_state=seed))
+    return tuple(sklearn.model_selection.ParameterSampler(search_space(), n_iter=n_draws, random_state=seed))
 
 
 def kernel_from_gram(
     gram: Float[np.ndarray, "a b"], sq_a: Float[np.ndarray, " a"], sq_b: Float[np.ndarray, " b"], kernel: str, gamma: float
 ) -> Float[np.ndarray, "a b"]:
-    """libsvm's kernels (SVC defaults degree=3, coef0=0) from dot products and squared norms."""
+    """libsvm's kernels (SVC defaults degree=3, coef0=0) from dot products and squared norms, in libsvm's order of operations."""
     if kernel == "linear":
         return gram
     if kernel == "rbf":
         return np.exp(-gamma * (sq_a[:, None] + sq_b[None, :] - 2 * gram))
     if kernel == "poly":
-        return (gamma * gram) ** 3
+        base = gamma * gram
+        return base * (base * base)  # libsvm's powi(base, 3); also far faster than ** 3
     if kernel == "sigmoid":
         return np.tanh(gamma * gram)
+    raise ValueError(f"Unknown kernel {kernel!r}.")
+
+
+def _kernels(gram, sq_a, sq_b, kernel: str, gammas: np.ndarray) -> np.ndarray:
+    """(len(gammas), a, b): `kernel_from_gram` for every gamma at once (the same arithmetic, elementwise)."""
+    g = np.asarray(gammas, dtype=np.float64)[:, None, None]
+    if kernel == "rbf":
+        return np.exp(-g * (sq_a[:, None] + sq_b[None, :] - 2 * gram)[None])
+    if kernel == "poly":
+        base = g * gram[None]
+        return base * (base * base)
+    if kernel == "sigmoid":
+        return np.tanh(g * gram[None])
     raise ValueError(f"Unknown kernel {kernel!r}.")
 
 
@@ -68,40 +101,106 @@ def _draw_key(params: dict) -> tuple:
     return (kernel, float(params["svc__C"]), None if kernel == "linear" else float(params["svc__gamma"]))
 
 
+class _Fold:
+    """One training set, standardised, its Gram matrices with the rows to predict, and each draw's kernels."""
+
+    def __init__(self, x_train: np.ndarray, x_pred: np.ndarray, keys: list[tuple]):
+        import sklearn.preprocessing
+
+        scaler = sklearn.preprocessing.StandardScaler().fit(x_train)
+        xt, xv = scaler.transform(x_train), scaler.transform(x_pred)
+        self.gram, self.gram_pred = xt @ xt.T, xv @ xt.T
+        self.sq, self.sq_pred = np.einsum("ij,ij->i", xt, xt), np.einsum("ij,ij->i", xv, xv)
+        self.kernels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        for kernel in ("rbf", "poly", "sigmoid"):
+            gammas = sorted({g for k, _, g in keys if k == kernel})
+            if gammas:
+                kt = _kernels(self.gram, self.sq, self.sq, kernel, gammas)
+                kv = _kernels(self.gram_pred, self.sq_pred, self.sq, kernel, gammas)
+                self.kernels.update({(kernel, g): (kt[i], kv[i]) for i, g in enumerate(gammas)})
+        self.kernels[("linear", None)] = (self.gram, self.gram_pred)
+
+    def kernel(self, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+        kernel, _, gamma = key
+        return self.kernels[(kernel, gamma)]
+
+
+def _encode(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SVC's label encoding: (classes in `np.unique` order, float64 codes, class weights: all 1)."""
+    classes, codes = np.unique(y, return_inverse=True)
+    return classes, codes.astype(np.float64), np.ones(len(classes))
+
+
+_NO_WEIGHTS = np.empty(0)
+
+
+def _libsvm_fit_predict(k_train: np.ndarray, labels: tuple, k_pred: np.ndarray, c: float) -> np.ndarray | None:
+    """`SVC(kernel="precomputed", C=c).fit(k_train, y).predict(k_pred)` by libsvm directly; None where SVC's fit raises.
+
+    `labels` is `_encode(y)`. The same calls `SVC._dense_fit` / `_dense_predict` make, with
+    SVC's defaults and its label encoding, so the same solver steps and the same predictions.
+    """
+    from sklearn.svm import _libsvm
+
+    classes, codes, class_weight = labels
+    _libsvm.set_verbosity_wrap(0)  # as SVC(verbose=False) sets it
+    if len(classes) < 2:
+        return None  # SVC: "The number of classes has to be greater than one"
+    support, sv, n_support, dual, intercept, prob_a, prob_b, _, _ = _libsvm.fit(
+        k_train, codes, svm_type=0, sample_weight=_NO_WEIGHTS, class_weight=class_weight,
+        kernel="precomputed", C=c, nu=0.5, probability=False, degree=3, shrinking=True, tol=1e-3, cache_size=200,
+        coef0=0.0, gamma=0.0, epsilon=0.1, max_iter=-1, random_seed=0,
+    )  # fmt: skip
+    if not (np.isfinite(intercept).all() and np.isfinite(dual).all()):
+        return None  # SVC: "The dual coefficients or intercepts are not finite"
+    pred = _libsvm.predict(
+        k_pred, support, sv, n_support, dual, intercept, prob_a, prob_b,
+        svm_type=0, kernel="precomputed", degree=3, coef0=0.0, gamma=0.0, cache_size=200,
+    )  # fmt: skip
+    return classes[pred.astype(np.intp)]
+
+
+def fold_scores(
+    x: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], params: list[dict], *, n_folds: int = N_FOLDS
+) -> Float[np.ndarray, "k f"]:
+    """Accuracy on every stratified fold for every parameter draw (NaN where the fit fails)."""
+    import sklearn.model_selection
+
+    x = np.asarray(x, dtype=np.float64)
+    keys = [_draw_key(p) for p in params]
+    unique = list(dict.fromkeys(keys))
+    scores = np.full((len(unique), n_folds), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a class with fewer members than folds: StratifiedKFold warns, as in the search
+        splits = list(sklearn.model_selection.StratifiedKFold(n_splits=n_folds).split(x, y))
+    for f, (train, val) in enumerate(splits):
+        if len(np.unique(y[train])) < 2:
+            continue  # every fit fails: NaN, as error_score=nan gives
+        fold, labels, y_val = _Fold(x[train], x[val], unique), _encode(y[train]), y[val]
+        for u, key in enumerate(unique):
+            k_train, k_val = fold.kernel(key)
+            pred = _libsvm_fit_predict(k_train, labels, k_val, key[1])
+            if pred is not None:
+                scores[u, f] = np.count_nonzero(pred == y_val) / len(y_val)  # accuracy_score's value
+    where = {k: i for i, k in enumerate(unique)}
+    return scores[[where[k] for k in keys]]
+
+
 def cv_scores(
     x: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], params: list[dict], *, n_folds: int = N_FOLDS
 ) -> Float[np.ndarray, " k"]:
-    """Mean accuracy over stratified folds for every parameter draw (NaN where a fit fails)."""
-    import sklearn.model_selection
-    import sklearn.preprocessing
-    import sklearn.svm
-
-    keys = [_draw_key(p) for p in params]
-    unique = list(dict.fromkeys(keys))
-    fold_scores = np.full((len(unique), n_folds), np.nan)
-    folds = sklearn.model_selection.StratifiedKFold(n_splits=n_folds).split(x, y)
-    for f, (train, val) in enumerate(folds):
-        scaler = sklearn.preprocessing.StandardScaler().fit(x[train])
-        xt, xv = scaler.transform(x[train]), scaler.transform(x[val])
-        g_tt, g_vt = xt @ xt.T, xv @ xt.T
-        sq_t, sq_v = np.einsum("ij,ij->i", xt, xt), np.einsum("ij,ij->i", xv, xv)
-        for u, (kernel, c, gamma) in enumerate(unique):
-            clf = sklearn.svm.SVC(kernel="precomputed", C=c)
-            try:
-                clf.fit(kernel_from_gram(g_tt, sq_t, sq_t, kernel, gamma or 0.0), y[train])
-            except ValueError:
-                continue  # e.g. one class in the fold: scored NaN, as error_score=nan does
-            pred = clf.predict(kernel_from_gram(g_vt, sq_v, sq_t, kernel, gamma or 0.0))
-            fold_scores[u, f] = np.mean(pred == y[val])
-    means = np.mean(fold_scores, axis=1)
-    where = {k: i for i, k in enumerate(unique)}
-    return means[[where[k] for k in keys]]
+    """Mean accuracy over stratified folds for every parameter draw (NaN where a fit fails), as `BaseSearchCV` averages."""
+    return np.average(fold_scores(x, y, params, n_folds=n_folds), axis=1)
 
 
 def best_index(means: Float[np.ndarray, " k"]) -> int:
-    """BaseSearchCV's choice: the highest mean, failures (NaN) ranked last, ties to the first."""
+    """BaseSearchCV's choice: the highest mean, failures (NaN) ranked last, ties to the first.
+
+    When every mean is NaN (e.g. one fold trains on a single class, so every draw has a NaN
+    fold) BaseSearchCV ranks them all first and takes the first draw; so does this.
+    """
     if np.isnan(means).all():
-        raise ValueError("Every fit of the SVM search failed; the training sample is too small or has one class per fold.")
+        return 0
     return int(np.argmax(np.where(np.isnan(means), -np.inf, means)))
 
 
@@ -113,33 +212,62 @@ def fit_predict(
     seed: int,
     min_train: int = MIN_SEARCH_TRAIN,
     min_per_class: int = 0,
+    n_draws: int = N_DRAWS,
 ) -> tuple[Int[np.ndarray, " m"], dict]:
     """Fit the NeWT SVM protocol and predict `x_test`. Returns (predictions, chosen hyper-parameters).
 
     The small-data fallback, a plain linear SVC (C = 1) on the features as given, replaces
     the search when there are fewer than `min_train` training examples or some class has
     fewer than `min_per_class` (the search's stratified folds need one of each per fold).
+    `n_draws` is the search's `n_iter` (the protocol's 100; fewer only in tests).
     """
-    import sklearn.pipeline
-    import sklearn.preprocessing
     import sklearn.svm
 
     x_train = np.asarray(x_train, dtype=np.float64)
     x_test = np.asarray(x_test, dtype=np.float64)
-    classes = np.unique(y_train)
+    classes, counts = np.unique(y_train, return_counts=True)
     if len(classes) == 1:
         return np.full(len(x_test), classes[0]), {"constant": int(classes[0])}
-    if len(y_train) < min_train or np.unique(y_train, return_counts=True)[1].min() < min_per_class:
-        clf = sklearn.svm.SVC(kernel="linear")
-        clf.fit(x_train, y_train)
+    if len(y_train) < min_train or counts.min() < min_per_class:
+        clf = sklearn.svm.SVC(kernel="linear").fit(x_train, y_train)
         return clf.predict(x_test), {"svc__kernel": "linear", "svc__C": 1.0}
-    params = draws(seed)
-    with warnings.catch_warnings():
-        # Some draws (e.g. sigmoid kernels on few examples) fail to converge or leave a
-        # fold with one class; the search scores them as failures, which is the protocol.
-        warnings.simplefilter("ignore")
-        best = params[best_index(cv_scores(x_train, y_train, params))]
-        pipe = sklearn.pipeline.make_pipeline(sklearn.preprocessing.StandardScaler(), sklearn.svm.SVC())
-        pipe.set_params(**best).fit(x_train, y_train)
-    chosen = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in best.items()}
-    return pipe.predict(x_test), chosen
+    params = draws(seed, n_draws)
+    scores = fold_scores(x_train, y_train, params)
+    if np.isnan(scores).all():  # RandomizedSearchCV raises too ("All the ... fits failed")
+        raise ValueError(f"Every fit of the SVM search failed on {len(y_train)} training examples; no fold has two classes.")
+    best = params[best_index(np.average(scores, axis=1))]
+    # The refit: standardised on all training rows, libsvm with the chosen draw's kernel.
+    key = _draw_key(best)
+    k_train, k_test = _Fold(x_train, x_test, [key]).kernel(key)
+    pred = _libsvm_fit_predict(k_train, _encode(y_train), k_test, key[1])
+    if pred is None:
+        raise ValueError(f"The SVM refit with {best} failed (non-finite dual coefficients); the features may hold NaN or inf.")
+    return pred, {k: (v.item() if isinstance(v, np.generic) else v) for k, v in best.items()}
+
+
+def _fit_predict_chunk(problems, kwargs) -> list:
+    import threadpoolctl
+
+    with threadpoolctl.threadpool_limits(1):  # 88 x 88 kernels: one BLAS thread per worker is fastest
+        return [fit_predict(*p, **kwargs) for p in problems]
+
+
+def fit_predict_many(
+    problems: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, n_jobs: int = 1, **kwargs
+) -> list[tuple[np.ndarray, dict]]:
+    """`fit_predict(x_train, y_train, x_test, **kwargs)` for each problem, over `n_jobs` worker processes.
+
+    The problems are independent; each worker takes a contiguous share (what the probe
+    route does for a task's sub-tasks through `Probe.parallel`). One process when
+    `n_jobs` is 1 or there are fewer problems than two per worker.
+    """
+    n_jobs = min(n_jobs, len(problems) // 2)
+    if n_jobs <= 1:
+        return _fit_predict_chunk(problems, kwargs)
+    import joblib
+
+    bounds = np.linspace(0, len(problems), n_jobs + 1).astype(int)
+    chunks = joblib.Parallel(n_jobs=n_jobs)(
+        joblib.delayed(_fit_predict_chunk)(problems[a:b], kwargs) for a, b in zip(bounds[:-1], bounds[1:])
+    )
+    return [out for chunk in chunks for out in chunk]
