@@ -189,6 +189,17 @@ class SlurmCluster:
     def run(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(list(cmd), capture_output=True, text=True, env=self.env, timeout=timeout)
 
+    def wait_for(self, what: str, cond, timeout: float = 60, poll: float = 0.1):
+        """`cond()`'s first truthy value, polled until `timeout`; else an AssertionError naming `what`, with the queue
+        and the daemons' logs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = cond()
+            if got:
+                return got
+            time.sleep(poll)
+        raise AssertionError(f"timed out waiting for {what}\n{self.run('squeue', '-a').stdout}\n{self.logs()}")
+
     def logs(self) -> str:
         return "\n".join(f"{p.name}: {_tail(p, 15)}" for p in sorted([*self.dir.glob("*.out"), *(self.dir / "log").glob("*.log")]))
 

@@ -8,7 +8,6 @@ experiment once. Where the daemons cannot start, the test skips and says why.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,9 @@ import pytest
 import biobench
 from biobench import cli, config, executors, runner
 from biobench.store import Store
-from tests.slurm_cluster import ClusterUnavailable, SlurmCluster
 from tests.test_executors import check_db, grid_config, stored_scores
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    try:
-        c = SlurmCluster().start()
-    except ClusterUnavailable as err:
-        pytest.skip(f"no Slurm cluster here: {err}")
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +29,11 @@ def plankton_dir(tmp_path_factory) -> Path:
     return d
 
 
-def wait_for(what: str, cond, cluster: SlurmCluster, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{cluster.run('squeue', '-a').stdout}\n{cluster.logs()}")
-
-
 def test_real_slurm_scancel_a_job_mid_run_and_the_rerun_submits_exactly_what_is_missing(
-    cluster, config_file, plankton_dir, tmp_path, monkeypatch, capsys
+    slurm_cluster, config_file, plankton_dir, tmp_path, monkeypatch, capsys
 ):
     # The jobs run on this machine under this interpreter (submitit: sys.executable) and see this biobench.
+    cluster = slurm_cluster
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     src = str(Path(biobench.__file__).resolve().parents[1])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]))
@@ -76,10 +53,10 @@ def test_real_slurm_scancel_a_job_mid_run_and_the_rerun_submits_exactly_what_is_
     assert sorted(listed) == sorted(j["job_id"] for j in jobs), listed  # the jobs really are Slurm's
     victim = next(j for j in jobs if "gated" in j["name"])
     marker = Path(f"{gate}.waiting.{victim['job_id']}")
-    wait_for(f"job {victim['job_id']} to reach its first forward pass", marker.exists, cluster)
+    cluster.wait_for(f"job {victim['job_id']} to reach its first forward pass", marker.exists)
     cancel = cluster.run("scancel", victim["job_id"])
     assert cancel.returncode == 0, cancel.stderr
-    wait_for(f"job {victim['job_id']} to be cancelled", lambda: executors.squeue_states([victim["job_id"]]) == {victim["job_id"]: "CANCELLED"}, cluster)  # fmt: skip
+    cluster.wait_for(f"job {victim['job_id']} to be cancelled", lambda: executors.squeue_states([victim["job_id"]]) == {victim["job_id"]: "CANCELLED"})  # fmt: skip
     gate.unlink()
     # Cancelled before its first result: nothing of it in its outbox, nothing of it stored.
     assert not list((executors.jobs_folder(cfg) / "outbox" / victim["name"]).glob("*.report"))

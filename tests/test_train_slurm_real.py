@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -38,16 +37,6 @@ STEPS, EVERY = 16, 4
 def job_info(cluster: SlurmCluster, job_id: str) -> dict[str, str]:
     out = cluster.run("scontrol", "show", "job", job_id).stdout
     return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def wait_for(what: str, cond, cluster: SlurmCluster, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{cluster.run('squeue', '-a').stdout}\n{cluster.logs()}")
 
 
 def job_processes(job_id: str) -> list[int]:
@@ -103,7 +92,7 @@ def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(sl
 
     # hold the job just after a checkpoint short of the end, then USR1 to its batch shell (what --signal=B:USR1@ sends)
     ckpt = run / "checkpoints" / "latest.pt"
-    wait_for("the job's first checkpoint", lambda: ckpt.is_file(), cluster)
+    cluster.wait_for("the job's first checkpoint", lambda: ckpt.is_file(), timeout=90, poll=0.05)
     held = job_processes(job_id)
     assert len(held) == 3, held  # torchrun's agent and its 2 workers
     for pid in held:
@@ -112,15 +101,18 @@ def test_sbatch_job_requeued_by_usr1_resumes_and_matches_an_uninterrupted_run(sl
     assert EVERY <= at < STEPS, at
     sig = cluster.run("scancel", "--signal=USR1", "--batch", job_id)
     assert sig.returncode == 0, sig.stderr
-    wait_for("the job to requeue itself", lambda: job_info(cluster, job_id).get("Restarts") == "1", cluster)
-    wait_for("Slurm to end the held processes", lambda: not set(held) & set(job_processes(job_id)), cluster, timeout=30)
+    cluster.wait_for("the job to requeue itself", lambda: job_info(cluster, job_id).get("Restarts") == "1", timeout=90, poll=0.05)
+    cluster.wait_for("Slurm to end the held processes", lambda: not set(held) & set(job_processes(job_id)), timeout=30, poll=0.05)
     # Slurm makes a requeued job wait (Reason=BeginTime, about 2 minutes); here it may start at once
-    state = wait_for("the requeued job to be back", lambda: job_info(cluster, job_id)["JobState"] in ("PENDING", "RUNNING", "COMPLETED") and job_info(cluster, job_id)["JobState"], cluster)  # fmt: skip
+    state = cluster.wait_for("the requeued job to be back", lambda: job_info(cluster, job_id)["JobState"] in ("PENDING", "RUNNING", "COMPLETED") and job_info(cluster, job_id)["JobState"], timeout=90, poll=0.05)  # fmt: skip
     if state == "PENDING":
         now = cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
         assert now.returncode == 0, now.stderr
-    info = wait_for(
-        "the requeued job to finish", lambda: (i := job_info(cluster, job_id))["JobState"] in ("COMPLETED", "FAILED") and i, cluster
+    info = cluster.wait_for(
+        "the requeued job to finish",
+        lambda: (i := job_info(cluster, job_id))["JobState"] in ("COMPLETED", "FAILED") and i,
+        timeout=90,
+        poll=0.05,
     )
     logs = {p.suffix: p.read_text() for p in (run / "slurm").glob(f"*-{job_id}.*")}
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, logs)
