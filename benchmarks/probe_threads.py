@@ -84,7 +84,7 @@ def main() -> None:
                 np.testing.assert_allclose(ref[1], new[1], rtol=1e-5, atol=1e-6, err_msg=f"{name}: probabilities differ")
             r, n = min(ref_s) * factor, min(new_s) * factor
             print(
-                f"{name:22s} reference {r:8.1f} s  policy {n:8.1f} s  (policy threads~{chosen})  ratio {r / n:5.2f}x  (extrapolated to the protocol)"
+                f"{name:22s} reference {r:8.1f} s  policy {n:8.1f} s  (policy threads now: {chosen})  ratio {r / n:5.2f}x  (extrapolated to the protocol)"
             )
     finally:
         for p in spinners:

@@ -12,12 +12,26 @@ from biobench.probes import linear, mlp, threads
 def test_choose_bounds(monkeypatch):
     monkeypatch.delenv("BIOBENCH_PROBE_THREADS", raising=False)
     big = 1e12
-    assert threads.choose(big, default=8, cores=8, load=1.0) == 8  # quiet: all cores (load 1 = this process)
-    assert threads.choose(big, default=8, cores=8, load=5.0) == 4  # four other runnable jobs
+    assert threads.choose(big, default=8, cores=8, load=0.0) == 8  # quiet: all cores
+    assert threads.choose(big, default=8, cores=8, load=4.0) == 4  # four other runnable threads
     assert threads.choose(big, default=2, cores=2, load=8.0) == 1  # busy machine: one thread, never zero
     assert threads.choose(big, default=4, cores=16, load=0.0) == 4  # never above torch's own setting
     assert threads.choose(2.5 * threads.MACS_PER_THREAD, default=16, cores=16, load=0.0) == 2  # small step: few threads
     assert threads.choose(1.0, default=16, cores=16, load=0.0) == 1
+
+
+def test_load_counts_other_processes_only(tmp_path, monkeypatch):
+    """The running count of /proc/loadavg, less this process's own runnable threads; the load average when unreadable."""
+    fake = tmp_path / "loadavg"
+    fake.write_text("0.50 0.40 0.30 5/300 12345\n")
+    monkeypatch.setattr(threads, "_own_running", lambda: 2)
+    assert threads._load(samples=3, interval_s=0, loadavg=str(fake)) == 3.0
+    monkeypatch.setattr(threads, "_own_running", lambda: 9)
+    assert threads._load(samples=1, interval_s=0, loadavg=str(fake)) == 0.0  # never negative
+    fake.write_text("garbage\n")
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (3.5, 0.0, 0.0))
+    assert threads._load(samples=1, interval_s=0, loadavg=str(fake)) == 2.5  # 1-minute average less this process
+    assert threads._own_running() >= 1
 
 
 def test_env_override(monkeypatch):

@@ -7,8 +7,8 @@ task's probe) a descheduled thread stalls every step, which made FishNet's MLP a
 linear probe up to ~35x slower than one thread (issue 15). On a quiet machine the extra
 threads do help (~1.4x on 2 cores). So the policy is: no more threads than the problem size
 can use (`MACS_PER_THREAD` multiply-adds per step per thread), no more than the cores that
-are free now (cores this process may run on, minus the other runnable work that the
-1-minute load average shows), never more than torch's own setting, at least one.
+are free now (cores this process may run on, minus other processes' runnable threads
+now, from /proc/loadavg), never more than torch's own setting, at least one.
 
 The thread count does not change the results here: the products split over rows, not over
 the summed dimension (the benchmark `benchmarks/probe_threads.py` checks predictions and
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 MACS_PER_THREAD = 20e6
@@ -32,18 +33,43 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _load() -> float:
+def _own_running() -> int:
+    """This process's threads that are runnable now (Linux; 1 elsewhere: the caller)."""
+    n = 0
     try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+    except OSError:
+        return 1
+    return max(1, n)
+
+
+def _load(samples: int = 5, interval_s: float = 0.01, loadavg: str = "/proc/loadavg") -> float:
+    """Other processes' runnable threads now: the median of a few readings of /proc/loadavg's running count,
+    less this process's own (which would otherwise count its own probe threads, still spinning, as load).
+    Elsewhere the 1-minute load average, less one (this process)."""
+    try:
+        readings = []
+        for i in range(samples):
+            with open(loadavg) as f:
+                running = int(f.read().split()[3].split("/")[0])
+            readings.append(running - _own_running())
+            if i + 1 < samples:
+                time.sleep(interval_s)
+        return float(max(0, sorted(readings)[len(readings) // 2]))
+    except (OSError, ValueError, IndexError):
+        try:
+            return max(0.0, os.getloadavg()[0] - 1.0)
+        except (AttributeError, OSError):
+            return 0.0
 
 
 def choose(macs_per_step: float, *, default: int, cores: int | None = None, load: float | None = None) -> int:
     """The thread count for a probe whose optimiser step costs `macs_per_step` multiply-adds (forward).
 
-    `default` is torch's current setting (the upper bound); `cores` and `load` default to this
-    process's CPU affinity and the 1-minute load average (this process counts as one unit of it).
+    `default` is torch's current setting (the upper bound); `cores` defaults to this process's CPU
+    affinity, `load` (other processes' runnable threads) to `_load()`.
     """
     env = os.environ.get("BIOBENCH_PROBE_THREADS")
     if env:
@@ -53,7 +79,7 @@ def choose(macs_per_step: float, *, default: int, cores: int | None = None, load
             raise ValueError(f"BIOBENCH_PROBE_THREADS={env!r} is not an integer; set it to a thread count such as 1.") from None
     cores = _cores() if cores is None else cores
     load = _load() if load is None else load
-    free = cores - max(0, int(load - 1.0 + 0.5))  # the load includes this process's own work
+    free = cores - int(load + 0.5)
     by_size = int(macs_per_step // MACS_PER_THREAD)
     return max(1, min(default, cores, free, by_size))
 
