@@ -83,6 +83,20 @@ def test_n_train_is_balanced_over_species(ages_dir):
     assert result.n_train_actual == 24 and result.score > 0.8
 
 
+def test_two_workers_split_the_searches_by_fold_with_the_same_results(ages_dir):
+    """n_jobs = 2 spreads the 3 settings' searches by (setting, fold) (`Svm.fit_many`): same predictions and choices."""
+    cfg = ages.Options(data=ages_dir)
+    features = planted_features(ages.read_labels(cfg), True)
+    one, two = (
+        route.evaluate(ages.SPEC, cfg, ages.read(cfg), features, EvalContext(n_train=24, seed=1, n_bootstrap=50, n_jobs=n)) for n in (1, 2)
+    )
+    assert ages.SPEC.probe_for(cfg).splits_fits(3, 2) and not ages.SPEC.probe_for(cfg).splits_fits(3, 1)
+    assert list(one.example_ids) == list(two.example_ids)
+    assert list(one.example_info) == list(two.example_info)  # true label, prediction, setting per test image
+    assert np.array_equal(one.example_scores, two.example_scores)
+    assert one.sub_scores == two.sub_scores and one.score == two.score
+
+
 def test_pixel_stats_and_mllm_rows_side_by_side(ages_dir, mllm_server, config_file, tmp_path):
     path = config_file(f"""
         device = "cpu"

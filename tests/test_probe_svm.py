@@ -131,3 +131,20 @@ def test_many_over_worker_processes_match_one_by_one():
     for (a, b, c), (pred, params) in zip(problems, many):
         one_pred, one_params = svm.fit_predict(a, b, c, seed=1, n_draws=10)
         assert np.array_equal(pred, one_pred) and params == one_params and set(pred) <= {3, 7}
+
+
+def test_few_problems_split_by_fold_match_one_by_one():
+    """Fewer problems than two per worker (Ages: 3 multi-class settings): the (problem, fold) searches and the refits are
+    spread over the workers, with the same choices and predictions as `fit_predict`; small problems take the fallback."""
+    rng = np.random.default_rng(3)
+    problems = []
+    for s, n in enumerate((60, 45, 8)):
+        y = np.arange(n) % 3 + 10  # 3 classes, labels 10..12
+        x = rng.normal(size=(n, 6)) + y[:, None] * 0.3
+        problems.append((x, y, rng.normal(size=(12, 6)) + 3.3))
+    many = svm.fit_predict_many(problems, seed=2, n_jobs=2, n_draws=12, min_per_class=5)
+    assert len(many) == 3
+    for (a, b, c), (pred, params) in zip(problems, many):
+        one_pred, one_params = svm.fit_predict(a, b, c, seed=2, n_draws=12, min_per_class=5)
+        assert np.array_equal(pred, one_pred) and params == one_params
+    assert many[2][1] == {"svc__kernel": "linear", "svc__C": 1.0}  # 8 examples < min_train: the fallback

@@ -59,6 +59,15 @@ class Probe:
     short_name: ClassVar[str] = ""
     """Display name (`biobench tasks`; a `[tasks.NAME]` table's `probe = ...`); default: the class name, lower-cased."""
 
+    def splits_fits(self, n_problems: int, n_jobs: int) -> bool:
+        """Whether `fit_many` spreads `n_problems` fits over `n_jobs` workers better than one fit per worker job."""
+        return False
+
+    def fit_many(self, problems: list[tuple], *, seed: int, n_jobs: int) -> list[Predictions]:
+        """All of a task's (x_train, y_train, x_test) at once over `n_jobs` workers (where `splits_fits`): probes that
+        can split one fit into smaller pieces (the SVM search, by fold) override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its fits; the route fits one problem per worker job.")
+
     @classmethod
     def display_name(cls) -> str:
         """`short_name`, or the class name lower-cased for a probe that sets none."""
@@ -106,6 +115,17 @@ class Svm(Probe):
 
         pred, params = svm.fit_predict(x_train, y_train, x_test, seed=seed, min_train=self.min_train, min_per_class=self.min_per_class)
         return Predictions(pred, None, params)
+
+    def splits_fits(self, n_problems, n_jobs):
+        """Fewer problems than two per worker (Ages: 3 settings)."""
+        return 1 < n_jobs and n_problems < 2 * n_jobs
+
+    def fit_many(self, problems, *, seed, n_jobs):
+        """The searches spread by (problem, fold), then the refits (`svm.fit_predict_many`); the same results as one by one."""
+        from biobench.probes import svm
+
+        kwargs = {"seed": seed, "min_train": self.min_train, "min_per_class": self.min_per_class}
+        return [Predictions(pred, None, params) for pred, params in svm.fit_predict_many(problems, n_jobs=n_jobs, **kwargs)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float, Int
 
 from biobench.probes import labels
+from biobench.probes import threads as _threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +46,23 @@ def fit_predict(
     seed: int = 0,
     cfg: LinearConfig = LinearConfig(),
     device: str | torch.device = "cpu",
+    threads: int | None = None,
 ) -> tuple[np.ndarray, Float[np.ndarray, "m c"]]:
-    """Train on (x_train, y_train); return the predicted labels and class probabilities of x_test."""
+    """Train on (x_train, y_train); return the predicted labels and class probabilities of x_test.
+
+    On CPU, trains with `threads` torch threads (None: `biobench.probes.threads.choose` from the step's size).
+    """
     classes, codes = labels.encode(x_train, y_train, "The linear probe")
+    if torch.device(device).type != "cpu":
+        return _fit_predict(x_train, classes, codes, x_test, seed=seed, cfg=cfg, device=device)
+    macs = min(cfg.batch_size, len(codes)) * np.shape(x_train)[1] * len(classes)
+    n = threads if threads is not None else _threads.choose(macs, default=torch.get_num_threads())
+    with _threads.limited(n):
+        return _fit_predict(x_train, classes, codes, x_test, seed=seed, cfg=cfg, device=device)
+
+
+def _fit_predict(x_train, classes, codes, x_test, *, seed: int, cfg: LinearConfig, device) -> tuple[np.ndarray, np.ndarray]:
+    """`fit_predict` on encoded labels (`codes` index `classes`), with the thread setting as it is."""
     torch.manual_seed(seed)  # layer initialisation
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)

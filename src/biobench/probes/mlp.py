@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
+from biobench.probes import threads as _threads
+
 
 @dataclasses.dataclass(frozen=True)
 class MlpConfig:
@@ -42,11 +44,26 @@ def fit_predict(
     seed: int = 0,
     cfg: MlpConfig = MlpConfig(),
     device: str | torch.device = "cpu",
+    threads: int | None = None,
 ) -> tuple[Int[np.ndarray, "m k"], Float[np.ndarray, "m k"]]:
-    """Train on (x_train, multi-hot y_train); return (0/1 predictions, probabilities) for x_test."""
+    """Train on (x_train, multi-hot y_train); return (0/1 predictions, probabilities) for x_test.
+
+    On CPU, trains with `threads` torch threads (None: `biobench.probes.threads.choose` from the step's size).
+    """
     y_train = np.asarray(y_train)
     if y_train.ndim != 2 or len(y_train) != len(x_train):
         raise ValueError(f"y_train must be (n, k) multi-hot for {len(x_train)} rows; got shape {y_train.shape}.")
+    if torch.device(device).type != "cpu":
+        return _fit_predict(x_train, y_train, x_test, seed=seed, cfg=cfg, device=device)
+    d, k = np.shape(x_train)[1], y_train.shape[1]
+    macs = min(cfg.batch_size, len(y_train)) * (d * cfg.hidden + cfg.hidden * k)
+    n = threads if threads is not None else _threads.choose(macs, default=torch.get_num_threads())
+    with _threads.limited(n):
+        return _fit_predict(x_train, y_train, x_test, seed=seed, cfg=cfg, device=device)
+
+
+def _fit_predict(x_train, y_train, x_test, *, seed: int, cfg: MlpConfig, device) -> tuple[np.ndarray, np.ndarray]:
+    """`fit_predict` with the thread setting as it is."""
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
     yt = torch.as_tensor(y_train, dtype=torch.float32)

@@ -160,28 +160,36 @@ def _libsvm_fit_predict(k_train: np.ndarray, labels: tuple, k_pred: np.ndarray, 
     return classes[pred.astype(np.intp)]
 
 
+def _splits(x: np.ndarray, y: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    import sklearn.model_selection
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a class with fewer members than folds: StratifiedKFold warns, as in the search
+        return list(sklearn.model_selection.StratifiedKFold(n_splits=n_folds).split(x, y))
+
+
+def _fold_column(x: np.ndarray, y: np.ndarray, unique: list[tuple], train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Accuracy of each distinct draw (`unique` keys) on one fold (NaN where the fit fails)."""
+    col = np.full(len(unique), np.nan)
+    if len(np.unique(y[train])) < 2:
+        return col  # every fit fails: NaN, as error_score=nan gives
+    fold, labels, y_val = _Fold(x[train], x[val], unique), _encode(y[train]), y[val]
+    for u, key in enumerate(unique):
+        k_train, k_val = fold.kernel(key)
+        pred = _libsvm_fit_predict(k_train, labels, k_val, key[1])
+        if pred is not None:
+            col[u] = np.count_nonzero(pred == y_val) / len(y_val)  # accuracy_score's value
+    return col
+
+
 def fold_scores(
     x: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], params: list[dict], *, n_folds: int = N_FOLDS
 ) -> Float[np.ndarray, "k f"]:
     """Accuracy on every stratified fold for every parameter draw (NaN where the fit fails)."""
-    import sklearn.model_selection
-
     x = np.asarray(x, dtype=np.float64)
     keys = [_draw_key(p) for p in params]
     unique = list(dict.fromkeys(keys))
-    scores = np.full((len(unique), n_folds), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a class with fewer members than folds: StratifiedKFold warns, as in the search
-        splits = list(sklearn.model_selection.StratifiedKFold(n_splits=n_folds).split(x, y))
-    for f, (train, val) in enumerate(splits):
-        if len(np.unique(y[train])) < 2:
-            continue  # every fit fails: NaN, as error_score=nan gives
-        fold, labels, y_val = _Fold(x[train], x[val], unique), _encode(y[train]), y[val]
-        for u, key in enumerate(unique):
-            k_train, k_val = fold.kernel(key)
-            pred = _libsvm_fit_predict(k_train, labels, k_val, key[1])
-            if pred is not None:
-                scores[u, f] = np.count_nonzero(pred == y_val) / len(y_val)  # accuracy_score's value
+    scores = np.stack([_fold_column(x, y, unique, train, val) for train, val in _splits(x, y, n_folds)], axis=1)
     where = {k: i for i, k in enumerate(unique)}
     return scores[[where[k] for k in keys]]
 
@@ -232,7 +240,11 @@ def fit_predict(
         clf = sklearn.svm.SVC(kernel="linear").fit(x_train, y_train)
         return clf.predict(x_test), {"svc__kernel": "linear", "svc__C": 1.0}
     params = draws(seed, n_draws)
-    scores = fold_scores(x_train, y_train, params)
+    return _refit(x_train, y_train, x_test, params, fold_scores(x_train, y_train, params))
+
+
+def _refit(x_train, y_train, x_test, params: list[dict], scores: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The search's choice from the (draw, fold) `scores`, refit on all training rows, predictions of `x_test`."""
     if np.isnan(scores).all():  # RandomizedSearchCV raises too ("All the ... fits failed")
         raise ValueError(f"Every fit of the SVM search failed on {len(y_train)} training examples; no fold has two classes.")
     best = params[best_index(np.average(scores, axis=1))]
@@ -258,9 +270,13 @@ def fit_predict_many(
     """`fit_predict(x_train, y_train, x_test, **kwargs)` for each problem, over `n_jobs` worker processes.
 
     The problems are independent; each worker takes a contiguous share (what the probe
-    route does for a task's sub-tasks through `Probe.parallel`). One process when
-    `n_jobs` is 1 or there are fewer problems than two per worker.
+    route does for a task's sub-tasks through `Probe.parallel`). With fewer problems than
+    two per worker (Ages: 3), the unit of work is one (problem, fold) search, then one
+    refit (`_fit_predict_by_fold`); the same computations, so the same results. One
+    process when `n_jobs` is 1.
     """
+    if 1 < n_jobs and len(problems) < 2 * n_jobs:
+        return _fit_predict_by_fold(problems, n_jobs=n_jobs, **kwargs)
     n_jobs = min(n_jobs, len(problems) // 2)
     if n_jobs <= 1:
         return _fit_predict_chunk(problems, kwargs)
@@ -271,3 +287,57 @@ def fit_predict_many(
         joblib.delayed(_fit_predict_chunk)(problems[a:b], kwargs) for a, b in zip(bounds[:-1], bounds[1:])
     )
     return [out for chunk in chunks for out in chunk]
+
+
+def _fold_unit(x, y, unique, train, val) -> np.ndarray:
+    import threadpoolctl
+
+    with threadpoolctl.threadpool_limits(1):
+        return _fold_column(x, y, unique, train, val)
+
+
+def _refit_unit(x_train, y_train, x_test, params, scores) -> tuple[np.ndarray, dict]:
+    import threadpoolctl
+
+    with threadpoolctl.threadpool_limits(1):
+        return _refit(x_train, y_train, x_test, params, scores)
+
+
+def _fit_predict_by_fold(
+    problems: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    n_jobs: int,
+    seed: int,
+    min_train: int = MIN_SEARCH_TRAIN,
+    min_per_class: int = 0,
+    n_draws: int = N_DRAWS,
+) -> list[tuple[np.ndarray, dict]]:
+    """`fit_predict` for each problem with every (problem, fold) search, then every refit, over `n_jobs` workers."""
+    import joblib
+
+    out: list = [None] * len(problems)
+    searched = []  # (index, x_train, y_train, x_test, params, unique keys, splits)
+    for i, (x_train, y_train, x_test) in enumerate(problems):
+        _, counts = np.unique(y_train, return_counts=True)
+        if len(counts) == 1 or len(y_train) < min_train or counts.min() < min_per_class:
+            out[i] = fit_predict(x_train, y_train, x_test, seed=seed, min_train=min_train, min_per_class=min_per_class, n_draws=n_draws)
+            continue
+        x, xt = np.asarray(x_train, dtype=np.float64), np.asarray(x_test, dtype=np.float64)
+        params = draws(seed, n_draws)
+        unique = list(dict.fromkeys(_draw_key(p) for p in params))
+        searched.append((i, x, np.asarray(y_train), xt, params, unique, _splits(x, y_train, N_FOLDS)))
+    if not searched:
+        return out
+    with joblib.Parallel(n_jobs=n_jobs) as pool:
+        columns = pool(
+            joblib.delayed(_fold_unit)(x, y, unique, train, val) for _, x, y, _, _, unique, splits in searched for train, val in splits
+        )
+        refits, c = [], 0
+        for _, x, y, xt, params, unique, splits in searched:
+            scores = np.stack(columns[c : c + len(splits)], axis=1)
+            c += len(splits)
+            where = {k: u for u, k in enumerate(unique)}
+            refits.append(joblib.delayed(_refit_unit)(x, y, xt, params, scores[[where[_draw_key(p)] for p in params]]))
+        for (i, *_), result in zip(searched, pool(refits)):
+            out[i] = result
+    return out

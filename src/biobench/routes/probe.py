@@ -121,7 +121,10 @@ def evaluate(spec: TaskSpec, options, examples: Examples, features: Float[np.nda
     _warn_single_class(spec.name, [labels[sample] for _, _, sample, _ in meta], ctx.n_train)
 
     start = time.perf_counter()
-    if probe.parallel and ctx.n_jobs > 1 and len(jobs) > 1:
+    if probe.parallel and len(jobs) > 1 and not probe.leave_one_out and probe.splits_fits(len(jobs), ctx.n_jobs):
+        pairs = [(preprocess.apply(steps, x_tr, x_te), y_tr) for _, steps, x_tr, y_tr, x_te, _, _ in jobs]  # e.g. Ages' SVMs by fold
+        outputs = probe.fit_many([(x_tr, y_tr, x_te) for (x_tr, x_te), y_tr in pairs], seed=ctx.seed, n_jobs=ctx.n_jobs)
+    elif probe.parallel and ctx.n_jobs > 1 and len(jobs) > 1:
         import joblib
 
         outputs = joblib.Parallel(n_jobs=min(ctx.n_jobs, len(jobs)))(joblib.delayed(_fit)(*job) for job in jobs)
