@@ -31,18 +31,7 @@ import warnings
 
 import numpy as np
 
-
-def newt_like(seed: int, n_train: int, n_test: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One NeWT-shaped binary task (features already as the NeWT recipe preprocesses them)."""
-    rng = np.random.default_rng(seed)
-    n = n_train + n_test
-    y = (rng.permutation(n) < n // 2).astype(np.int64)
-    w = rng.normal(size=d)
-    x = rng.normal(size=(n, d)) + rng.uniform(0.3, 2.5) * np.outer(2 * y - 1, w / np.linalg.norm(w)) + rng.normal(size=d)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    x -= x[:n_train].mean(0)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+from biobench.fixtures import newt_like_features
 
 
 def seed_way(x, y, x_test, seed: int, n_draws: int = 100):
@@ -81,7 +70,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     threadpoolctl.threadpool_limits(1)  # libsvm is single-threaded; BLAS threads on 88 x 768 only contend
-    tasks = [newt_like(1000 + t, args.n_train, args.n_test, args.dim) for t in range(args.tasks)]
+    tasks = [newt_like_features(1000 + t, args.n_train, args.n_test, args.dim) for t in range(args.tasks)]
     n_ref = min(args.ref_tasks, args.tasks)
     print(f"{args.tasks} tasks x ({args.n_train} train, {args.n_test} test) x d={args.dim}; {os.cpu_count()} cores, {args.jobs} jobs")
 

@@ -11,6 +11,7 @@ import sklearn.pipeline
 import sklearn.preprocessing
 import sklearn.svm
 
+from biobench.fixtures import newt_like_features
 from biobench.probes import svm
 
 
@@ -74,25 +75,12 @@ def test_best_index_ranks_failures_last_and_ties_first():
     assert svm.best_index(np.array([np.nan, np.nan])) == 0  # BaseSearchCV: all ranked 1, the first wins
 
 
-def newt_like(seed, n_train=110, n_test=110, d=32, positives=0.5):
-    """A NeWT-shaped binary task: one informative direction of random strength, an offset, L2 / centre / L2."""
-    rng = np.random.default_rng(seed)
-    n = n_train + n_test
-    y = (rng.permutation(n) < round(positives * n)).astype(np.int64)
-    w = rng.normal(size=d)
-    x = rng.normal(size=(n, d)) + rng.uniform(0.3, 2.5) * np.outer(2 * y - 1, w / np.linalg.norm(w)) + rng.normal(size=d)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    x -= x[:n_train].mean(0)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-
-
 def test_twenty_newt_shaped_tasks_choose_as_randomized_search_cv():
     """Must show: the same parameters on >= 99% of 20 NeWT-shaped tasks (110 / 110 images), the same test predictions
     there, pooled accuracy within 0.2 points. Both sides run the same protocol with 10 draws (not 100) and d = 32, to
     keep the reference fast; every draw's mean CV accuracy is compared too."""
     n_draws = 10
-    tasks = [newt_like(s, positives=0.5 if s % 4 else 0.4) for s in range(20)]
+    tasks = [newt_like_features(s, positives=0.5 if s % 4 else 0.4) for s in range(20)]
     ours = svm.fit_predict_many([(a, b, c) for a, b, c, _ in tasks], seed=7, n_draws=n_draws)
     same, hits_ref, hits_ours, ties = 0, 0, 0, 0
     for (x, y, x_test, y_test), (pred, params) in zip(tasks, ours):
@@ -113,7 +101,7 @@ def test_twenty_newt_shaped_tasks_choose_as_randomized_search_cv():
 def test_unbalanced_samples_and_failed_folds(seed, n, n_positive):
     """A class with fewer members than folds (StratifiedKFold warns); with a single member, the fold that holds it
     out trains on one class and fails: NaN, ranked last, as `error_score=nan` gives."""
-    x, _, x_test, _ = newt_like(seed, n_train=n, n_test=30, d=32)
+    x, _, x_test, _ = newt_like_features(seed, n_train=n, n_test=30, d=32)
     y = np.random.default_rng(seed).permutation(np.arange(n) < n_positive).astype(np.int64)
     params = svm.draws(seed, 20)  # 20 draws on both sides: the same protocol, a faster reference
     assert np.isnan(svm.fold_scores(x, y, params)).all(axis=0).any() == (n_positive == 1)
@@ -126,7 +114,7 @@ def test_unbalanced_samples_and_failed_folds(seed, n, n_positive):
 
 def test_many_over_worker_processes_match_one_by_one():
     """`fit_predict_many` over 2 processes gives what `fit_predict` gives per problem, in order; labels need not be 0 / 1."""
-    problems = [(x, np.where(y == 1, 7, 3), xt) for x, y, xt, _ in (newt_like(s, n_train=30, n_test=10, d=8) for s in range(5))]
+    problems = [(x, np.where(y == 1, 7, 3), xt) for x, y, xt, _ in (newt_like_features(s, n_train=30, n_test=10, d=8) for s in range(5))]
     many = svm.fit_predict_many(problems, seed=1, n_jobs=2, n_draws=10)
     for (a, b, c), (pred, params) in zip(problems, many):
         one_pred, one_params = svm.fit_predict(a, b, c, seed=1, n_draws=10)

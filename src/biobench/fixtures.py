@@ -212,3 +212,18 @@ def colour_image(rng: np.random.Generator, rgb: Sequence[float], size: int = 32,
     img = np.asarray(Image.fromarray((blocks * 255).astype(np.uint8)).resize((size, size), Image.NEAREST)) / 255.0
     img = img + rng.normal(0.0, 0.03, size=img.shape)
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+def newt_like_features(seed: int, n_train: int = 110, n_test: int = 110, d: int = 32, positives: float = 0.5):
+    """One NeWT-shaped binary task as features, already preprocessed as NeWT's recipe does (L2, centre on the training
+    mean, L2): one informative direction of random strength plus an offset. Returns (x_train, y_train, x_test, y_test);
+    the SVM-search equivalence test and `benchmarks/newt_search.py` draw the same problems."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    y = (rng.permutation(n) < round(positives * n)).astype(np.int64)
+    w = rng.normal(size=d)
+    x = rng.normal(size=(n, d)) + rng.uniform(0.3, 2.5) * np.outer(2 * y - 1, w / np.linalg.norm(w)) + rng.normal(size=d)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x -= x[:n_train].mean(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
